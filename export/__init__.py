@@ -1,0 +1,1 @@
+"""Export of extracted sub-networks: ONNX, checks and runtime formats (installed as ``slimda.export``)."""

