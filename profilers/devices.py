@@ -1,0 +1,94 @@
+"""Device profiles: which runtime, precision and threads a target uses, and how to reach it.
+
+The registry holds the targets of DESIGN §2.4. A profile is a default: ``MeasureOptions`` can override
+threads, precision, host or adb serial per call. ``default_opset`` is what export should use for the
+device (TensorRT 8.2 on JetPack 4.6 parses opset 13 reliably; everything else takes 17).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from slimda.errors import ConfigError
+
+JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """A profiling target. ``where`` is ``local``, ``ssh`` or ``adb`` (``local+adb``: local unless a serial
+    is given). ``threads`` is None where it does not apply (GPU)."""
+
+    name: str
+    runtime: str
+    precision: str
+    threads: int | None
+    where: str
+    default_opset: int
+    description: str
+    reach: str
+    trt_version: str | None = None
+
+    @property
+    def is_jetson(self) -> bool:
+        return self.name.startswith("jetson-")
+
+
+_DEVICES: tuple[DeviceProfile, ...] = (
+    DeviceProfile(
+        "cpu-onnxruntime", "onnxruntime", "fp32", 1, "local", 17,
+        "ONNX Runtime CPUExecutionProvider, fixed intra-op threads, sequential execution",
+        "this host; or any host with slimda + onnxruntime over --host user@addr"),
+    DeviceProfile(
+        "cpu-openvino", "openvino", "fp32", 1, "local", 17,
+        "OpenVINO CPU plugin, INFERENCE_PRECISION_HINT set explicitly (f32 default), 1 stream, latency hint",
+        "this host; or an Intel box with slimda + openvino over --host user@addr"),
+    DeviceProfile(
+        "ort-mobile", "onnxruntime-ort-format", "fp32", 1, "local+adb", 17,
+        "ONNX Runtime with the model converted to ORT format, 1 thread; desktop proxy or a phone over adb",
+        "this host (proxy); a phone with --adb SERIAL and onnxruntime_perf_test pushed to it"),
+    DeviceProfile(
+        "jetson-nano", "tensorrt-trtexec", "fp16", None, "ssh", 13,
+        "Jetson Nano (JetPack 4.6, TensorRT 8.2): trtexec on the device, fp16",
+        f"--host user@jetson; trtexec at {JETPACK_TRTEXEC}", trt_version="8.2"),
+    DeviceProfile(
+        "jetson-orin-nano", "tensorrt-trtexec", "fp16", None, "ssh", 17,
+        "Jetson Orin Nano (JetPack 5/6, TensorRT 8.5-10.x): trtexec on the device, fp16",
+        f"--host user@jetson; trtexec at {JETPACK_TRTEXEC}"),
+    DeviceProfile(
+        "jetson-agx-orin", "tensorrt-trtexec", "fp16", None, "ssh", 17,
+        "Jetson AGX Orin (JetPack 5/6, TensorRT 8.5-10.x): trtexec on the device, fp16",
+        f"--host user@jetson; trtexec at {JETPACK_TRTEXEC}"),
+    DeviceProfile(
+        "tensorrt", "tensorrt-python", "fp16", None, "local", 17,
+        "TensorRT Python API on this host's NVIDIA GPU (builder, ONNX parser, CUDA-event timing)",
+        "this host: pip install tensorrt cuda-python (NVIDIA's index) and an NVIDIA driver"),
+)
+
+DEVICES: dict[str, DeviceProfile] = {d.name: d for d in _DEVICES}
+
+
+def list_devices() -> list[DeviceProfile]:
+    """All registered profiles, in registry order."""
+    return list(_DEVICES)
+
+
+def get_device(name: str | DeviceProfile) -> DeviceProfile:
+    """The profile called ``name``; an unknown name raises ``ConfigError`` listing the devices."""
+    if isinstance(name, DeviceProfile):
+        return name
+    try:
+        return DEVICES[name]
+    except KeyError:
+        known = ", ".join(DEVICES)
+        raise ConfigError(f"unknown device {name!r}; known devices: {known} (see slimda profile --list-devices)")\
+            from None
+
+
+def device_table() -> list[dict[str, str]]:
+    """Rows for ``--list-devices``: name, runtime, where, precision, description."""
+    return [
+        {"name": d.name, "runtime": d.runtime, "where": d.where, "precision": d.precision,
+         "description": d.description}
+        for d in _DEVICES
+    ]

@@ -1,0 +1,277 @@
+"""The typed options and result of one measurement, the CSV row, and the entry points.
+
+``measure(onnx, device, options) -> Measurement`` times one ONNX model on one device and raises on failure;
+``measure_row(...)`` is the form a LUT build uses: it always returns a flat row, a failure row
+(``status=failed``, the error text, empty numbers) when the entry itself fails. Configuration mistakes and
+unreachable targets (``ConfigError``, ``TransportError``) still raise there: they would fail every entry.
+Runtimes are imported only when used, so this module loads without onnxruntime, openvino or tensorrt.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import socket
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from slimda.errors import ConfigError, SlimdaError
+from slimda.profilers.devices import JETPACK_TRTEXEC, DeviceProfile, get_device
+from slimda.profilers.stats import LatencyStats, LoopLimits
+from slimda.profilers.transport import TransportError
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+ROW_COLUMNS: tuple[str, ...] = (
+    "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "latency_ms_mean", "latency_ms_std", "cv", "runs",
+    "device", "runtime", "runtime_version", "precision", "threads", "batch", "input_shape", "host",
+    "measured_at", "status", "error", "notes",
+)
+
+
+class MeasurementError(SlimdaError):
+    """A model could not be measured on the device (the runtime rejected or crashed on it)."""
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    """How to measure. ``None`` for threads/precision means the device profile's default.
+
+    Loop: ``warmup`` untimed runs, then timed runs until ``min_runs`` and ``min_time_s`` are both met,
+    stopping anyway at ``max_runs`` / ``max_time_s``. Remote targets: ``host`` (ssh), ``adb_serial`` (phone).
+    """
+
+    threads: int | None = None
+    precision: str | None = None
+    batch: int = 1
+    resolution: tuple[int, int] | None = None
+    warmup: int = 10
+    min_runs: int = 50
+    min_time_s: float = 1.0
+    max_runs: int = 1_000_000
+    max_time_s: float = 60.0
+    seed: int = 0
+    # ssh (Jetson trtexec, or a CPU box running the slimda worker)
+    host: str | None = None
+    port: int | None = None
+    identity_file: str | None = None
+    ssh_options: tuple[str, ...] = ()
+    connect_timeout_s: int = 10
+    remote_python: str = "python3"
+    remote_dir: str = "/tmp/slimda-profile"
+    timeout_s: float = 1800.0
+    # adb (ort-mobile on a phone)
+    adb_serial: str | None = None
+    adb_path: str = "adb"
+    perf_test_path: str = "/data/local/tmp/onnxruntime_perf_test"
+    # TensorRT
+    trt_version: str | None = None
+    trtexec_path: str = JETPACK_TRTEXEC
+    workspace_mib: int = 1024
+    trt_warmup_ms: int = 500
+    trt_metric: str = "gpu_compute"  # "gpu_compute" (GPU Compute Time) or "latency" (H2D + compute + D2H)
+    # ort-mobile conversion cache (default: <tmp>/slimda-ort-cache)
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+        if self.batch < 1:
+            raise ConfigError(f"batch must be at least 1; got {self.batch}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be at least 1; got {self.threads}")
+        if self.trt_metric not in ("gpu_compute", "latency"):
+            raise ConfigError(f"trt_metric must be 'gpu_compute' or 'latency'; got {self.trt_metric!r}")
+        self.limits()  # validates the loop bounds
+
+    def limits(self) -> LoopLimits:
+        return LoopLimits(self.warmup, self.min_runs, self.min_time_s, self.max_runs, self.max_time_s)
+
+    def threads_for(self, device: DeviceProfile) -> int | None:
+        return self.threads if self.threads is not None else device.threads
+
+    def precision_for(self, device: DeviceProfile) -> str:
+        return self.precision or device.precision
+
+    def ssh_target(self):
+        from slimda.profilers.ssh import SSHTarget
+
+        if not self.host:
+            raise ConfigError("no --host given for an ssh target")
+        return SSHTarget(self.host, self.port, self.identity_file, tuple(self.ssh_options), self.connect_timeout_s)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One model timed on one device, with the metadata a LUT row records."""
+
+    device: str
+    runtime: str
+    runtime_version: str
+    precision: str
+    threads: int | None
+    batch: int
+    input_shape: str
+    host: str
+    stats: LatencyStats
+    measured_at: str = field(default_factory=lambda: now_iso())
+    notes: str = ""
+
+    def to_row(self) -> dict[str, object]:
+        """Flat CSV row with the columns of ``ROW_COLUMNS`` (latencies in ms)."""
+        s = self.stats
+        return {
+            "latency_ms_p50": _num(s.p50), "latency_ms_p90": _num(s.p90), "latency_ms_p99": _num(s.p99),
+            "latency_ms_mean": _num(s.mean), "latency_ms_std": _num(s.std), "cv": _num(s.cv), "runs": s.runs,
+            "device": self.device, "runtime": self.runtime, "runtime_version": self.runtime_version,
+            "precision": self.precision, "threads": "" if self.threads is None else self.threads,
+            "batch": self.batch, "input_shape": self.input_shape, "host": self.host,
+            "measured_at": self.measured_at, "status": "ok", "error": "", "notes": self.notes,
+        }
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["stats"] = self.stats.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Measurement:
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        fields["stats"] = LatencyStats.from_dict(data["stats"])
+        return cls(**fields)
+
+    def with_notes(self, *extra: str) -> Measurement:
+        return replace(self, notes=join_notes(self.notes, *extra))
+
+
+def _num(value: float | None) -> object:
+    return "" if value is None else round(float(value), 6)
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def join_notes(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
+
+
+def host_name() -> str:
+    return socket.gethostname()
+
+
+def clock_notes() -> str:
+    """What can make CPU timings drift on this host: CPU model, frequency governor, load average."""
+    notes = [f"cpu={_cpu_model()}"]
+    governor = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+    if governor.is_file():
+        notes.append(f"governor={governor.read_text().strip()}")
+    if hasattr(os, "getloadavg"):
+        notes.append(f"loadavg={os.getloadavg()[0]:.2f}")
+    notes.append(f"cores={os.cpu_count()}")
+    return join_notes(*notes)
+
+
+def _cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip().replace(";", ",")
+    return platform.processor() or platform.machine()
+
+
+def failure_row(device: str | DeviceProfile, error: BaseException | str, *, runtime: str = "",
+                input_shape: str = "", host: str = "", options: MeasureOptions | None = None) -> dict[str, object]:
+    """A row for an entry that could not be measured: ``status=failed``, the error, empty numbers."""
+    name = device.name if isinstance(device, DeviceProfile) else str(device)
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    row: dict[str, object] = {c: "" for c in ROW_COLUMNS}
+    row.update({
+        "device": name, "runtime": runtime, "input_shape": input_shape, "host": host or host_name(),
+        "measured_at": now_iso(), "status": "failed", "error": " | ".join(str(text).strip().splitlines()),
+    })
+    if options is not None:
+        row["batch"] = options.batch
+        row["threads"] = "" if options.threads is None else options.threads
+        row["precision"] = options.precision or ""
+    return row
+
+
+def measure(onnx_path: str | Path, device: str | DeviceProfile,
+            options: MeasureOptions | None = None) -> Measurement:
+    """Time ``onnx_path`` on ``device``. Raises ``SlimdaError`` subclasses on any failure."""
+    dev = get_device(device)
+    opts = options or MeasureOptions()
+    try:
+        return _dispatch(Path(onnx_path), dev, opts)
+    except SlimdaError:
+        raise
+    except Exception as err:  # the runtime's own exception types differ per runtime
+        raise MeasurementError(f"{dev.name}: measuring {onnx_path} failed: {type(err).__name__}: {err}") from err
+
+
+def _dispatch(path: Path, dev: DeviceProfile, opts: MeasureOptions) -> Measurement:
+    if dev.is_jetson or (dev.name == "tensorrt" and opts.host):
+        from slimda.profilers import trtexec
+
+        return trtexec.measure_trtexec(path, dev, opts)
+    if dev.name == "tensorrt":
+        from slimda.profilers import tensorrt_local
+
+        return tensorrt_local.measure_tensorrt(path, dev, opts)
+    if dev.name == "ort-mobile" and opts.adb_serial:
+        from slimda.profilers import ort_mobile
+
+        return ort_mobile.measure_adb(path, dev, opts)
+    if opts.host:
+        from slimda.profilers import remote
+
+        return remote.measure_over_ssh(path, dev, opts)
+    if opts.adb_serial:
+        raise ConfigError(f"--adb is for the ort-mobile device, not {dev.name}")
+    return measure_local(path, dev, opts)
+
+
+def measure_local(path: Path, dev: DeviceProfile, opts: MeasureOptions) -> Measurement:
+    """Measure on this host with the device's Python runtime (what the ssh worker runs remotely)."""
+    if dev.name == "cpu-onnxruntime":
+        from slimda.profilers import ort_cpu
+
+        return ort_cpu.measure_onnxruntime(path, dev, opts)
+    if dev.name == "cpu-openvino":
+        from slimda.profilers import openvino_cpu
+
+        return openvino_cpu.measure_openvino(path, dev, opts)
+    if dev.name == "ort-mobile":
+        from slimda.profilers import ort_mobile
+
+        return ort_mobile.measure_local(path, dev, opts)
+    raise ConfigError(f"{dev.name} cannot be measured on this host by a Python runtime "
+                      f"({dev.runtime}, reached via {dev.where}: {dev.reach})")
+
+
+FATAL_ERRORS: tuple[type[BaseException], ...] = (ConfigError, TransportError)
+
+
+def measure_row(onnx_path: str | Path, device: str | DeviceProfile, options: MeasureOptions | None = None,
+                **extra: object) -> dict[str, object]:
+    """``measure(...).to_row()`` plus ``extra`` columns; a failing entry becomes a failure row.
+
+    ``ConfigError`` and ``TransportError`` are re-raised: a bad option or an unreachable target would
+    fail every entry of a table, so the caller should stop and report it once.
+    """
+    dev = get_device(device)
+    opts = options or MeasureOptions()
+    try:
+        row = measure(onnx_path, dev, opts).to_row()
+    except FATAL_ERRORS:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure of this entry becomes its row
+        row = failure_row(dev, err, runtime=dev.runtime, host=opts.host or opts.adb_serial or "", options=opts)
+    row.update(extra)
+    return row

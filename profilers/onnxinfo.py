@@ -1,0 +1,114 @@
+"""What a profiler needs to know about an ONNX file: its inputs with concrete shapes, random feeds.
+
+Shapes: the first dimension is the batch (set from the options when it is symbolic); the last two of a
+4-D input are height and width (set from ``resolution`` when symbolic). Any other symbolic dimension, or a
+fixed one that contradicts the options, is a clear error rather than a silently different measurement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from slimda.errors import ConfigError, SlimdaError
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input with every dimension fixed."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    dynamic: bool  # whether the ONNX file left any dimension symbolic
+
+
+def shape_text(shape: tuple[int, ...] | list[int]) -> str:
+    """``(1, 3, 16, 16)`` -> ``"1x3x16x16"``."""
+    return "x".join(str(int(d)) for d in shape)
+
+
+def load_model(onnx_path: str | Path):
+    """The ONNX graph (weights not needed), with a clear error for a missing or corrupt file."""
+    import onnx
+
+    path = Path(onnx_path)
+    if not path.is_file():
+        raise SlimdaError(f"ONNX file not found: {path}")
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # protobuf DecodeError and friends
+        raise SlimdaError(f"cannot read ONNX file {path}: {type(err).__name__}: {err}") from None
+
+
+def _resolve_dim(i: int, rank: int, dim, batch: int, resolution: tuple[int, int] | None, name: str) -> int:
+    fixed = dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
+    if i == 0:
+        if fixed is not None and fixed != batch:
+            raise ConfigError(f"input {name!r} has a fixed batch of {fixed}, not {batch}: "
+                              f"use --batch {fixed} or export the model with a dynamic batch dimension")
+        return batch
+    if rank == 4 and i >= 2:
+        wanted = resolution[i - 2] if resolution else None
+        if fixed is None:
+            if wanted is None:
+                raise ConfigError(f"input {name!r} has a symbolic spatial size: give --resolution HxW")
+            return wanted
+        if wanted is not None and wanted != fixed:
+            raise ConfigError(f"input {name!r} is fixed at {fixed} on axis {i}, but --resolution asks for "
+                              f"{wanted}: export the model at that resolution")
+        return fixed
+    if fixed is None:
+        raise ConfigError(f"input {name!r} has a symbolic dimension on axis {i} ({dim.dim_param!r}) that the "
+                          "profiler cannot choose: export the model with fixed shapes")
+    return fixed
+
+
+def input_specs(onnx_path: str | Path, batch: int = 1,
+                resolution: tuple[int, int] | None = None) -> list[InputSpec]:
+    """The model's real inputs (initializers excluded) with concrete shapes."""
+    from onnx import helper
+
+    model = load_model(onnx_path)
+    initializers = {t.name for t in model.graph.initializer}
+    specs = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor = value.type.tensor_type
+        dims = list(tensor.shape.dim)
+        shape = tuple(_resolve_dim(i, len(dims), d, batch, resolution, value.name) for i, d in enumerate(dims))
+        dynamic = any(not (d.HasField("dim_value") and d.dim_value > 0) for d in dims)
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)).name
+        specs.append(InputSpec(value.name, shape, dtype, dynamic))
+    if not specs:
+        raise SlimdaError(f"ONNX file {onnx_path} has no inputs to feed")
+    return specs
+
+
+def random_feed(specs: list[InputSpec], seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs of the given shapes: standard normal floats, zeros for integers and booleans."""
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for spec in specs:
+        dtype = np.dtype(spec.dtype)
+        if np.issubdtype(dtype, np.floating):
+            feed[spec.name] = rng.standard_normal(spec.shape).astype(dtype)
+        else:
+            feed[spec.name] = np.zeros(spec.shape, dtype=dtype)
+    return feed
+
+
+def float_precision(onnx_path: str | Path) -> str:
+    """``fp16`` when the model stores float16 weights, ``bf16`` for bfloat16, else ``fp32``."""
+    from onnx import TensorProto
+
+    model = load_model(onnx_path)
+    types = {t.data_type for t in model.graph.initializer}
+    if TensorProto.FLOAT16 in types:
+        return "fp16"
+    if TensorProto.BFLOAT16 in types:
+        return "bf16"
+    return "fp32"

@@ -1,0 +1,163 @@
+"""The ``tensorrt`` device: TensorRT's Python API on this host's NVIDIA GPU.
+
+Written against the TensorRT 10 Python API: ``Builder`` / ``OnnxParser`` / ``IBuilderConfig``
+(``set_memory_pool_limit``, ``BuilderFlag.FP16``), ``build_serialized_network``, ``Runtime``, tensors
+addressed by name (``set_tensor_address``, ``set_input_shape``) and ``execute_async_v3`` on a CUDA stream.
+Each run is timed with a pair of CUDA events around ``execute_async_v3`` (GPU time of the network, like
+trtexec's ``GPU Compute Time``). CUDA calls go through NVIDIA's ``cuda-python`` (``cuda.bindings.runtime``,
+or ``cuda.cudart`` in older releases), as TensorRT's own Python samples do.
+
+TensorRT 11 removed the precision builder flags (strongly typed networks only); there fp16 needs an fp16
+model (ModelOpt AutoCast), which this module checks instead of setting a flag that no longer exists.
+Neither TensorRT nor a GPU is available where slimda is developed: this path is exercised only on a
+machine that has them; without ``tensorrt`` it raises a ``ConfigError`` saying how to install it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from slimda.errors import ConfigError, SlimdaError
+from slimda.profilers.devices import DeviceProfile
+from slimda.profilers.measurement import Measurement, MeasureOptions, host_name, join_notes
+from slimda.profilers.onnxinfo import float_precision, input_specs, random_feed
+from slimda.profilers.ort_cpu import loop_note, specs_text
+from slimda.profilers.stats import compute_stats
+
+INSTALL_HINT = ("install NVIDIA's TensorRT and CUDA Python wheels on a machine with an NVIDIA GPU and driver: "
+                "pip install --extra-index-url https://pypi.nvidia.com tensorrt cuda-python "
+                "(or pip install 'slimda[tensorrt]' cuda-python); on a Jetson use the device profiles "
+                "(jetson-nano, jetson-orin-nano, jetson-agx-orin) with --host instead")
+
+
+def import_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError as err:
+        raise ConfigError(f"the tensorrt device needs the TensorRT Python package ({err}): {INSTALL_HINT}") from None
+    return trt
+
+
+def import_cudart():
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart
+        except ImportError as err:
+            raise ConfigError(f"the tensorrt device needs cuda-python for CUDA memory and events ({err}): "
+                              f"{INSTALL_HINT}") from None
+    return cudart
+
+
+def _check(result):
+    """cuda-python calls return (error, *values); raise on a CUDA error, return the values."""
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if int(err) != 0:
+        raise SlimdaError(f"CUDA error {err}")
+    return values[0] if len(values) == 1 else values
+
+
+def build_serialized_engine(onnx_path: str | Path, precision: str = "fp16", workspace_mib: int = 1024) -> bytes:
+    """Parse the ONNX file and build a serialised engine (``fp16`` sets ``BuilderFlag.FP16`` before TRT 11)."""
+    trt = import_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(Path(onnx_path).read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise SlimdaError(f"TensorRT cannot parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    has_fp16_flag = hasattr(trt.BuilderFlag, "FP16")
+    if precision == "fp16" and has_fp16_flag:
+        config.set_flag(trt.BuilderFlag.FP16)
+    elif precision == "bf16" and hasattr(trt.BuilderFlag, "BF16"):
+        config.set_flag(trt.BuilderFlag.BF16)
+    elif precision != "fp32" and not has_fp16_flag and float_precision(onnx_path) != precision:
+        raise ConfigError(f"TensorRT {trt.__version__} builds strongly typed networks only: convert the model "
+                          f"to {precision} offline (python -m modelopt.onnx.autocast) or ask for fp32")
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise SlimdaError(f"TensorRT failed to build an engine for {onnx_path}")
+    return bytes(serialized)
+
+
+def time_engine(serialized: bytes, feed: dict, shapes: dict, opts: MeasureOptions) -> tuple[list[float], bool]:
+    """Per-run GPU times (ms) of ``execute_async_v3``, measured with CUDA events, after warm-up."""
+    import numpy as np
+
+    trt = import_tensorrt()
+    cudart = import_cudart()
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    engine = runtime.deserialize_cuda_engine(serialized)
+    context = engine.create_execution_context()
+    stream = _check(cudart.cudaStreamCreate())
+    buffers = []
+    try:
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                context.set_input_shape(name, shapes[name])
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            shape = tuple(context.get_tensor_shape(name))
+            nbytes = int(np.prod(shape)) * dtype.itemsize
+            ptr = _check(cudart.cudaMalloc(max(nbytes, 1)))
+            buffers.append(ptr)
+            context.set_tensor_address(name, int(ptr))
+            if name in feed:
+                host = np.ascontiguousarray(feed[name].astype(dtype))
+                _check(cudart.cudaMemcpy(ptr, host.ctypes.data, nbytes,
+                                         cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
+        start, end = _check(cudart.cudaEventCreate()), _check(cudart.cudaEventCreate())
+
+        def run_once() -> float:
+            _check(cudart.cudaEventRecord(start, stream))
+            if not context.execute_async_v3(int(stream)):
+                raise SlimdaError("execute_async_v3 failed")
+            _check(cudart.cudaEventRecord(end, stream))
+            _check(cudart.cudaEventSynchronize(end))
+            return float(_check(cudart.cudaEventElapsedTime(start, end)))
+
+        return _event_loop(run_once, opts)
+    finally:
+        for ptr in buffers:
+            cudart.cudaFree(ptr)
+        cudart.cudaStreamDestroy(stream)
+
+
+def _event_loop(run_once, opts: MeasureOptions) -> tuple[list[float], bool]:
+    """Like ``stats.timed_runs`` but the timings come from CUDA events, not the host clock."""
+    import time
+
+    limits = opts.limits()
+    for _ in range(limits.warmup):
+        run_once()
+    latencies: list[float] = []
+    start = time.perf_counter()
+    while True:
+        latencies.append(run_once())
+        elapsed = time.perf_counter() - start
+        if len(latencies) >= limits.min_runs and elapsed >= limits.min_time_s:
+            return latencies, True
+        if len(latencies) >= limits.max_runs or elapsed >= limits.max_time_s:
+            return latencies, False
+
+
+def measure_tensorrt(path: Path, device: DeviceProfile, opts: MeasureOptions) -> Measurement:
+    trt = import_tensorrt()
+    import_cudart()
+    precision = opts.precision_for(device)
+    specs = input_specs(path, opts.batch, opts.resolution)
+    serialized = build_serialized_engine(path, precision, opts.workspace_mib)
+    latencies, complete = time_engine(serialized, random_feed(specs, opts.seed),
+                                      {s.name: s.shape for s in specs}, opts)
+    return Measurement(
+        device=device.name, runtime="tensorrt-python", runtime_version=trt.__version__, precision=precision,
+        threads=None, batch=opts.batch, input_shape=specs_text(specs), host=host_name(),
+        stats=compute_stats(latencies),
+        notes=join_notes("CUDA events around execute_async_v3 (GPU time)", loop_note(complete, opts)),
+    )

@@ -1,0 +1,158 @@
+"""``slimda profile``: time ONNX models on a device; build a device's latency lookup table."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+
+from slimda.errors import ConfigError
+
+DESCRIPTION = """Time models on a target device: this host's CPU (ONNX Runtime, OpenVINO), ONNX Runtime's
+mobile format (desktop proxy, or a phone over adb), a Jetson over ssh (trtexec) or this host's NVIDIA GPU
+(TensorRT Python API).
+
+  --onnx FILE   times one model and prints one CSV row (header included) with latency_ms_p50/p90/p99,
+                mean, std, cv, runs and the metadata (runtime version, precision used, threads, host...)
+  --bank RUN    builds the device's latency lookup table for a trained bank (RUN/latency/DEVICE.csv)
+
+examples:
+  slimda profile --list-devices
+  slimda profile --device cpu-openvino --onnx model.onnx --threads 4
+  slimda profile --device cpu-openvino --onnx model.onnx --host me@intel-box --remote-python /opt/venv/bin/python
+  slimda profile --device ort-mobile --onnx model.onnx --adb R58M123ABC
+  slimda profile --device jetson-nano --onnx model.onnx --host ubuntu@192.168.1.42
+  slimda profile --device cpu-onnxruntime --bank runs/digits --validate 30
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    what = parser.add_argument_group("what to profile")
+    what.add_argument("--device", help="device profile to measure on (see --list-devices)")
+    what.add_argument("--list-devices", action="store_true",
+                      help="print the device profiles (name, runtime, where, precision, description) and exit")
+    what.add_argument("--onnx", metavar="FILE", help="time this one ONNX model and print one CSV row")
+    what.add_argument("--bank", metavar="RUN", help="build the latency lookup table of the bank in this run "
+                      "directory (written to RUN/latency/DEVICE.csv unless --out)")
+    what.add_argument("--validate", type=int, metavar="K", default=0,
+                      help="with --bank: measure K held-out random configurations end to end and report how well "
+                      "the table predicts them (RUN/latency/DEVICE-validation.csv)")
+    what.add_argument("--out", metavar="FILE", help="write the CSV here instead of stdout (--onnx) or the run "
+                      "directory (--bank)")
+
+    how = parser.add_argument_group("how to measure")
+    how.add_argument("--threads", type=int, help="CPU threads (intra-op threads / INFERENCE_NUM_THREADS); "
+                     "default: the device profile's (1)")
+    how.add_argument("--precision", choices=("fp32", "fp16", "bf16"),
+                     help="inference precision; default: the device's (fp32 on CPUs, fp16 on Jetsons/TensorRT). "
+                     "The precision actually used is what the row records")
+    how.add_argument("--resolution", metavar="HxW", help="input height x width for models with a symbolic "
+                     "spatial size (and the bank's input size with --bank), e.g. 224x224 or 224")
+    how.add_argument("--batch", type=int, default=1, help="batch size of the timed input (default: 1)")
+    how.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default: 10)")
+    how.add_argument("--min-runs", type=int, default=50,
+                     help="timed runs at least (default: 50); trtexec --iterations, perf_test -r")
+    how.add_argument("--min-time", type=float, default=1.0, metavar="SECONDS",
+                     help="time the model for at least this long (default: 1.0); trtexec --duration")
+
+    remote = parser.add_argument_group("remote targets")
+    remote.add_argument("--host", metavar="USER@ADDR", help="ssh target: the Jetson for jetson-* devices, or a "
+                        "CPU box (slimda + runtime installed there) for cpu-* devices. Key login, no password")
+    remote.add_argument("--port", type=int, help="ssh port (default: 22 or ~/.ssh/config)")
+    remote.add_argument("--identity", metavar="KEYFILE", help="ssh private key file")
+    remote.add_argument("--remote-python", default="python3",
+                        help="interpreter with slimda installed on --host, for cpu-* devices (default: python3)")
+    remote.add_argument("--adb", metavar="SERIAL", help="phone for ort-mobile, as `adb devices` lists it")
+    remote.add_argument("--perf-test", metavar="PATH", default="/data/local/tmp/onnxruntime_perf_test",
+                        help="onnxruntime_perf_test on the phone (default: /data/local/tmp/onnxruntime_perf_test)")
+    remote.add_argument("--trt-version", metavar="X.Y", help="TensorRT version on the device (8.2, 8.6, 10.3...): "
+                        "picks the trtexec flags; default: detected from trtexec's banner or dpkg")
+    remote.add_argument("--trtexec", metavar="PATH", default="/usr/src/tensorrt/bin/trtexec",
+                        help="trtexec on the device (default: JetPack's /usr/src/tensorrt/bin/trtexec)")
+
+
+def parse_resolution(text: str | None) -> tuple[int, int] | None:
+    """``"224x160"`` -> (224, 160); ``"224"`` -> (224, 224)."""
+    if not text:
+        return None
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or min(values) < 1:
+        raise ConfigError(f"--resolution must look like 224x224 or 224; got {text!r}")
+    return values[0], values[1]
+
+
+def options_from_args(args: argparse.Namespace):
+    """``MeasureOptions`` from the parsed command line (shared with the bank/LUT builder)."""
+    from slimda.profilers.measurement import MeasureOptions
+
+    return MeasureOptions(
+        threads=args.threads, precision=args.precision, batch=args.batch,
+        resolution=parse_resolution(args.resolution), warmup=args.warmup, min_runs=args.min_runs,
+        min_time_s=args.min_time, host=args.host, port=args.port, identity_file=args.identity,
+        remote_python=args.remote_python, adb_serial=args.adb, perf_test_path=args.perf_test,
+        trt_version=args.trt_version, trtexec_path=args.trtexec,
+    )
+
+
+def devices_text() -> str:
+    """The --list-devices table, aligned."""
+    from slimda.profilers.devices import device_table
+
+    rows = device_table()
+    cols = ["name", "runtime", "where", "precision", "description"]
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols[:-1]}
+    lines = ["  ".join(c.ljust(widths.get(c, 0)) for c in cols).rstrip()]
+    for r in rows:
+        lines.append("  ".join(r[c].ljust(widths.get(c, 0)) for c in cols).rstrip())
+    return "\n".join(lines)
+
+
+def csv_text(rows: list[dict[str, object]], columns: tuple[str, ...]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def run(args: argparse.Namespace) -> int:
+    from slimda.profilers.devices import get_device, list_devices
+
+    if args.list_devices:
+        print(devices_text())
+        return 0
+    if not args.device:
+        names = ", ".join(d.name for d in list_devices())
+        raise ConfigError(f"choose a device with --device ({names}); --list-devices describes them")
+    device = get_device(args.device)
+    if args.bank:
+        from slimda.latency_table import run_bank_profile
+
+        return int(run_bank_profile(args) or 0)
+    if not args.onnx:
+        raise ConfigError("give --onnx FILE to time one model, or --bank RUN to build a lookup table")
+    options = options_from_args(args)
+    if device.is_jetson and not options.host:
+        raise ConfigError(
+            f"{device.name} is profiled on the device over ssh: add --host user@jetson (key login without a "
+            f"password). trtexec must be on the device at {options.trtexec_path} (JetPack installs it there; "
+            "--trtexec PATH otherwise); --trt-version X.Y skips version detection.")
+    from slimda.profilers.measurement import ROW_COLUMNS, measure
+
+    measurement = measure(args.onnx, device, options)
+    text = csv_text([measurement.to_row()], ROW_COLUMNS)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0

@@ -1,0 +1,339 @@
+"""Profilers on this host: statistics, device registry, real ONNX Runtime / OpenVINO / ORT-format runs,
+failure rows, the torch-free import rule and the ``slimda profile`` command."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import io
+import json
+import subprocess
+import sys
+import textwrap
+import time
+import types
+
+import numpy as np
+import pytest
+
+from profiler_helpers import fast_options, tiny_onnx
+from slimda.errors import ConfigError, SlimdaError
+from slimda.profilers.devices import DEVICES, get_device, list_devices
+from slimda.profilers.measurement import (
+    ROW_COLUMNS,
+    Measurement,
+    MeasureOptions,
+    failure_row,
+    measure,
+    measure_row,
+)
+from slimda.profilers.stats import LoopLimits, compute_stats, timed_runs
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return tiny_onnx(tmp_path_factory.mktemp("models") / "tiny.onnx")
+
+
+@pytest.fixture(scope="module")
+def dynamic_model(tmp_path_factory):
+    return tiny_onnx(tmp_path_factory.mktemp("models") / "tiny_dynamic.onnx", batch="N")
+
+
+# ---------------------------------------------------------------------------------------------------- stats
+
+def test_stats_match_numpy_percentiles():
+    values = [float(v) for v in np.random.default_rng(1).gamma(2.0, 3.0, size=257)]
+    stats = compute_stats(values)
+    assert stats.runs == 257
+    for q, got in ((50, stats.p50), (90, stats.p90), (99, stats.p99)):
+        assert got == pytest.approx(np.percentile(values, q))
+    assert stats.mean == pytest.approx(np.mean(values))
+    assert stats.std == pytest.approx(np.std(values))
+    assert stats.cv == pytest.approx(np.std(values) / np.mean(values))
+    assert stats.min == min(values) and stats.max == max(values)
+    assert stats.p50 <= stats.p90 <= stats.p99
+
+
+def test_loop_meets_both_minimums():
+    calls = []
+    start = time.perf_counter()
+    latencies, complete = timed_runs(lambda: calls.append(1), LoopLimits(warmup=5, min_runs=40, min_time_s=0.05,
+                                                                                   max_runs=10**8))
+    assert complete and len(latencies) >= 40 and len(calls) == len(latencies) + 5
+    assert time.perf_counter() - start >= 0.05
+
+
+def test_loop_is_bounded():
+    start = time.perf_counter()
+    latencies, complete = timed_runs(lambda: time.sleep(0.005),
+                                     LoopLimits(warmup=0, min_runs=100_000, min_time_s=0, max_time_s=0.1))
+    assert not complete and 0 < len(latencies) < 100_000
+    assert time.perf_counter() - start < 2
+    assert all(lat >= 4.0 for lat in latencies)  # each run slept 5 ms
+
+
+def test_loop_limits_are_checked():
+    with pytest.raises(ConfigError):
+        LoopLimits(min_runs=10, max_runs=5)
+    with pytest.raises(ConfigError):
+        MeasureOptions(precision="int8")
+
+
+# -------------------------------------------------------------------------------------------------- devices
+
+def test_registry_has_the_design_devices():
+    assert set(DEVICES) == {"cpu-onnxruntime", "cpu-openvino", "ort-mobile", "jetson-nano", "jetson-orin-nano",
+                            "jetson-agx-orin", "tensorrt"}
+    assert get_device("jetson-nano").default_opset == 13
+    assert {d.default_opset for d in list_devices() if d.name != "jetson-nano"} == {17}
+    assert all(get_device(n).where == "ssh" for n in ("jetson-nano", "jetson-orin-nano", "jetson-agx-orin"))
+    assert get_device("cpu-openvino").precision == "fp32" and get_device("jetson-nano").precision == "fp16"
+
+
+def test_unknown_device_lists_the_devices():
+    with pytest.raises(ConfigError) as err:
+        get_device("raspberry-pi")
+    for name in DEVICES:
+        assert name in str(err.value)
+
+
+# ----------------------------------------------------------------------------------------- real measurements
+
+def _check_row(m: Measurement, opts: MeasureOptions) -> dict:
+    s = m.stats
+    assert s.p50 <= s.p90 <= s.p99
+    assert s.runs >= opts.min_runs
+    assert s.mean > 0 and s.std is not None and s.cv is not None
+    row = m.to_row()
+    assert tuple(row) == ROW_COLUMNS
+    assert row["status"] == "ok" and row["error"] == ""
+    assert row["host"] and row["runtime_version"]
+    dt.datetime.fromisoformat(row["measured_at"])
+    return row
+
+
+def test_onnxruntime_measurement(model):
+    import onnxruntime as ort
+
+    opts = fast_options(min_runs=30)
+    row = _check_row(measure(model, "cpu-onnxruntime", opts), opts)
+    assert row["runtime"] == "onnxruntime" and row["runtime_version"] == ort.__version__
+    assert (row["precision"], row["threads"], row["batch"], row["input_shape"]) == ("fp32", 1, 1, "1x3x16x16")
+
+
+def test_onnxruntime_batch_and_threads(dynamic_model):
+    opts = fast_options(batch=3, threads=2)
+    row = _check_row(measure(dynamic_model, "cpu-onnxruntime", opts), opts)
+    assert (row["batch"], row["threads"], row["input_shape"]) == (3, 2, "3x3x16x16")
+
+
+def test_fixed_batch_model_rejects_other_batch(model):
+    with pytest.raises(ConfigError, match="fixed batch"):
+        measure(model, "cpu-onnxruntime", fast_options(batch=4))
+
+
+def test_openvino_measurement_records_precision_used(model):
+    import openvino as ov
+
+    opts = fast_options()
+    m = measure(model, "cpu-openvino", opts)
+    row = _check_row(m, opts)
+    assert row["runtime"] == "openvino" and row["runtime_version"] == ov.get_version()
+    assert row["precision"] == "fp32" and row["threads"] == 1
+    assert "requested f32, compiled f32" in row["notes"]
+
+
+def test_openvino_bf16_request_records_what_the_cpu_did(model):
+    """Asking for bf16 is only a hint: the row must hold what the compiled model reports."""
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(model)), "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    expected = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}[
+        compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()]
+    m = measure(model, "cpu-openvino", fast_options(precision="bf16"))
+    assert m.precision == expected
+    assert "requested bf16" in m.notes
+
+
+def test_ort_format_conversion_matches_onnxruntime_tool(model, tmp_path):
+    """Our in-process conversion makes the same .ort as `python -m onnxruntime.tools.convert_onnx_models_to_ort`."""
+    import onnxruntime as ort
+
+    from slimda.profilers.ort_mobile import convert_to_ort, host_platform
+
+    ours = convert_to_ort(model, host_platform(), tmp_path / "cache")
+    assert ours.suffix == ".ort" and ours.stat().st_size > 0
+    assert convert_to_ort(model, host_platform(), tmp_path / "cache") == ours  # cached
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "tiny.onnx").write_bytes(model.read_bytes())
+    subprocess.run([sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", "--target_platform",
+                    host_platform(), "--optimization_style", "Fixed", "--output_dir", str(tmp_path / "tool"),
+                    str(src / "tiny.onnx")], check=True, capture_output=True, timeout=120)
+    theirs = tmp_path / "tool" / "tiny.ort"
+    assert theirs.stat().st_size == ours.stat().st_size  # the tool's own output is not byte-stable run to run
+    x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    outs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+            for p in (ours, theirs)]
+    np.testing.assert_array_equal(outs[0], outs[1])
+    other = convert_to_ort(model, "arm" if host_platform() == "amd64" else "amd64", tmp_path / "cache")
+    assert other != ours and other.read_bytes() != ours.read_bytes()  # platform-specific optimisations differ
+
+
+def test_ort_mobile_desktop_proxy(model, tmp_path):
+    from slimda.profilers.ort_mobile import host_platform
+
+    opts = fast_options(cache_dir=str(tmp_path / "ort-cache"))
+    row = _check_row(measure(model, "ort-mobile", opts), opts)
+    assert row["runtime"] == "onnxruntime-ort-format" and row["threads"] == 1
+    assert f"--target_platform {host_platform()}" in row["notes"]
+    assert list((tmp_path / "ort-cache").rglob("*.ort"))
+
+
+def test_measurement_json_round_trip(model):
+    m = measure(model, "cpu-onnxruntime", fast_options())
+    again = Measurement.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert again == m
+
+
+# ---------------------------------------------------------------------------------------------- failure rows
+
+def test_corrupt_onnx_becomes_failure_row(tmp_path):
+    bad = tmp_path / "corrupt.onnx"
+    bad.write_bytes(b"\x08\x07this is not a protobuf model" * 3)
+    with pytest.raises(SlimdaError):
+        measure(bad, "cpu-onnxruntime", fast_options())
+    row = measure_row(bad, "cpu-onnxruntime", fast_options(), config_id="w8-16", kind="block")
+    assert row["status"] == "failed" and "corrupt.onnx" in row["error"]
+    assert all(row[c] == "" for c in ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "runs"))
+    assert row["device"] == "cpu-onnxruntime" and row["config_id"] == "w8-16" and row["kind"] == "block"
+    assert set(ROW_COLUMNS) <= set(row)
+    for device in ("cpu-openvino", "ort-mobile"):
+        assert measure_row(bad, device, fast_options(cache_dir=str(tmp_path)))["status"] == "failed"
+
+
+def test_runtime_failure_becomes_failure_row(tmp_path):
+    """A well-formed file the runtime rejects (unknown operator) fails its entry, not the table."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("NoSuchOp", ["x"], ["y"], domain="slimda.test")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    path = tmp_path / "unknown_op.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                      helper.make_opsetid("slimda.test", 1)]), str(path))
+    row = measure_row(path, "cpu-onnxruntime", fast_options())
+    assert row["status"] == "failed" and "NoSuchOp" in row["error"]
+
+
+def test_configuration_errors_are_not_swallowed(model):
+    with pytest.raises(ConfigError, match="fp32 only"):
+        measure_row(model, "cpu-onnxruntime", fast_options(precision="fp16"))
+    row = failure_row("jetson-nano", "boom\nsecond line")
+    assert row["status"] == "failed" and row["error"] == "boom | second line"
+
+
+def test_tensorrt_device_without_tensorrt_says_how_to_install(model):
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("TensorRT is installed here: the missing-package message cannot be shown")
+    with pytest.raises(ConfigError, match="pip install"):
+        measure_row(model, "tensorrt", fast_options())
+
+
+# ------------------------------------------------------------------------------------------------ no torch
+
+def test_profilers_never_import_torch(model, tmp_path):
+    script = textwrap.dedent(f"""
+        import importlib, pkgutil, sys
+        import slimda.profilers as pkg
+        names = [m.name for m in pkgutil.iter_modules(pkg.__path__)]
+        for name in names:
+            importlib.import_module("slimda.profilers." + name)
+        from slimda.profilers import measure, MeasureOptions
+        opts = MeasureOptions(warmup=1, min_runs=5, min_time_s=0, cache_dir={str(tmp_path)!r})
+        for device in ("cpu-onnxruntime", "cpu-openvino", "ort-mobile"):
+            measure({str(model)!r}, device, opts)
+        import slimda.commands.profile
+        assert "torch" not in sys.modules, "torch was imported"
+        print(len(names))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout.strip().splitlines()[-1]) >= 12
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+def _args(*argv: str) -> argparse.Namespace:
+    from slimda.commands import profile
+
+    parser = argparse.ArgumentParser()
+    profile.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_cli_lists_devices(capsys):
+    from slimda.commands import profile
+
+    assert profile.run(_args("--list-devices")) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["name", "runtime", "where", "precision", "description"]
+    for name in DEVICES:
+        assert name in out
+
+
+def test_cli_times_one_model_and_prints_one_row(model, capsys):
+    from slimda.commands import profile
+
+    code = profile.run(_args("--device", "cpu-onnxruntime", "--onnx", str(model), "--warmup", "2",
+                             "--min-runs", "20", "--min-time", "0.05", "--threads", "1"))
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 1
+    assert tuple(rows[0]) == ROW_COLUMNS
+    assert rows[0]["status"] == "ok" and int(rows[0]["runs"]) >= 20 and float(rows[0]["latency_ms_p50"]) > 0
+
+
+def test_cli_out_file(model, tmp_path, capsys):
+    from slimda.commands import profile
+
+    out = tmp_path / "row.csv"
+    profile.run(_args("--device", "cpu-openvino", "--onnx", str(model), "--min-runs", "10", "--min-time", "0",
+                      "--warmup", "1", "--out", str(out)))
+    assert capsys.readouterr().out == ""
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 1 and rows[0]["device"] == "cpu-openvino"
+
+
+def test_cli_unknown_device_and_missing_host(model):
+    from slimda.commands import profile
+
+    with pytest.raises(ConfigError, match="jetson-agx-orin"):
+        profile.run(_args("--device", "tpu", "--onnx", str(model)))
+    with pytest.raises(ConfigError) as err:
+        profile.run(_args("--device", "jetson-nano", "--onnx", str(model)))
+    assert "--host user@jetson" in str(err.value) and "/usr/src/tensorrt/bin/trtexec" in str(err.value)
+    with pytest.raises(ConfigError, match="--device"):
+        profile.run(_args("--onnx", str(model)))
+    with pytest.raises(ConfigError, match="resolution"):
+        profile.run(_args("--device", "cpu-onnxruntime", "--onnx", str(model), "--resolution", "big"))
+
+
+def test_cli_bank_goes_to_latency_table(monkeypatch):
+    from slimda.commands import profile
+
+    seen = []
+    fake = types.ModuleType("slimda.latency_table")
+    fake.run_bank_profile = lambda args: seen.append((args.bank, args.device, args.validate)) or 0
+    monkeypatch.setitem(sys.modules, "slimda.latency_table", fake)
+    assert profile.run(_args("--device", "cpu-openvino", "--bank", "runs/x", "--validate", "5")) == 0
+    assert seen == [("runs/x", "cpu-openvino", 5)]
+    assert profile.parse_resolution("224x160") == (224, 160) and profile.parse_resolution("96") == (96, 96)

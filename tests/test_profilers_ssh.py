@@ -1,0 +1,228 @@
+"""The ssh transport against a real OpenSSH server on 127.0.0.1 that these tests start.
+
+The "remote" machine is this one: the remote profile runs ``python -m slimda.profilers.worker`` over ssh
+exactly as it would on an Intel box. The Jetson path runs over the same ssh with a stand-in ``trtexec``
+(a shell script that records its arguments and replays the real TensorRT 8.2 Jetson Nano log from
+tests/data/trtexec): everything but the GPU is real. adb is not installed here; its missing-tool path is
+tested. The server is skipped (with the reason) only when /usr/sbin/sshd is absent.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from profiler_helpers import fast_options, tiny_onnx
+from slimda.errors import SlimdaError
+from slimda.profilers.adb import AdbTarget
+from slimda.profilers.measurement import measure, measure_row
+from slimda.profilers.ssh import SSHTarget
+from slimda.profilers.transport import TransportError
+from slimda.profilers.trtexec import build_engine
+
+SSHD = "/usr/sbin/sshd"
+NANO_LOG = Path(__file__).parent / "data" / "trtexec" / "trt8.2.1_jetson_nano_tegra_x1.log"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """A throwaway sshd on 127.0.0.1:<free port> that accepts one generated key; stopped at the end."""
+    if not os.path.exists(SSHD):
+        pytest.skip(f"{SSHD} is not installed (apt-get install openssh-server); the ssh tests need a real server")
+    if not (shutil.which("ssh") and shutil.which("ssh-keygen")):
+        pytest.skip("the OpenSSH client (ssh, ssh-keygen) is not installed")
+    d = tmp_path_factory.mktemp("sshd")
+    for key in ("host_key", "user_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True, timeout=30)
+    (d / "authorized_keys").write_text((d / "user_key.pub").read_text())
+    (d / "user_key").chmod(0o600)
+    port = free_port()
+    config = d / "sshd_config"
+    config.write_text("\n".join([
+        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {d / 'host_key'}",
+        f"AuthorizedKeysFile {d / 'authorized_keys'}", f"PidFile {d / 'sshd.pid'}", "StrictModes no",
+        "UsePAM no", "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
+        "PermitRootLogin prohibit-password", "",
+    ]))
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", exist_ok=True)  # privilege separation directory sshd needs when run as root
+    log = (d / "sshd.log").open("w")
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"sshd exited with {proc.returncode}: {(d / 'sshd.log').read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("sshd did not start listening within 15 s")
+    info = {"host": f"{getpass.getuser()}@127.0.0.1", "port": port, "key": str(d / "user_key"),
+            "options": (f"UserKnownHostsFile={d / 'known_hosts'}",)}
+    yield info
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture
+def target(sshd) -> SSHTarget:
+    return SSHTarget(sshd["host"], sshd["port"], sshd["key"], sshd["options"])
+
+
+def ssh_opts(sshd, **overrides):
+    return fast_options(host=sshd["host"], port=sshd["port"], identity_file=sshd["key"],
+                        ssh_options=sshd["options"], **overrides)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return tiny_onnx(tmp_path_factory.mktemp("ssh models") / "tiny.onnx")
+
+
+def test_remote_command_quotes_arguments(target, tmp_path):
+    folder = tmp_path / "dir with space"
+    folder.mkdir()
+    (folder / "it's here.txt").write_text("hello over ssh\n")
+    result = target.run(["cat", str(folder / "it's here.txt")], timeout=30)
+    assert result.returncode == 0 and result.stdout == "hello over ssh\n"
+    echoed = target.run(["printf", "%s|", "a b", "$HOME", "x;y", "*"], timeout=30)
+    assert echoed.stdout == "a b|$HOME|x;y|*|"  # nothing expanded or split by the remote shell
+    failing = target.run(["sh", "-c", "exit 3"], timeout=30)
+    assert failing.returncode == 3
+    with pytest.raises(TransportError, match="exit 3"):
+        target.run(["sh", "-c", "exit 3"], timeout=30, check=True)
+
+
+def test_put_and_get_files(target, tmp_path):
+    local = tmp_path / "payload.bin"
+    local.write_bytes(bytes(range(256)) * 40)
+    remote = str(tmp_path / "remote side" / "new dir" / "payload copy.bin")
+    target.put(local, remote)
+    assert Path(remote).read_bytes() == local.read_bytes()
+    back = target.get(remote, tmp_path / "back" / "p.bin")
+    assert back.read_bytes() == local.read_bytes()
+    with pytest.raises(TransportError, match="cannot copy"):
+        target.get(str(tmp_path / "missing"), tmp_path / "x")
+
+
+def test_remote_cpu_profile_over_ssh(sshd, model, tmp_path):
+    """The path a user with an Intel box takes: copy the model, run slimda's worker there, parse its JSON."""
+    remote_dir = tmp_path / "remote profile dir"
+    opts = ssh_opts(sshd, remote_python=sys.executable, remote_dir=str(remote_dir), min_runs=25)
+    m = measure(model, "cpu-onnxruntime", opts)
+    row = m.to_row()
+    assert row["status"] == "ok" and row["host"] == sshd["host"] and row["runtime"] == "onnxruntime"
+    assert m.stats.runs >= 25 and m.stats.p50 <= m.stats.p90 <= m.stats.p99
+    assert "over ssh" in row["notes"] and row["input_shape"] == "1x3x16x16"
+    copies = list(remote_dir.glob("tiny-*.onnx"))
+    assert len(copies) == 1 and copies[0].read_bytes() == model.read_bytes()
+
+
+def test_remote_profile_reports_missing_python(sshd, model, tmp_path):
+    opts = ssh_opts(sshd, remote_python="/nonexistent/python3", remote_dir=str(tmp_path / "r"))
+    with pytest.raises(TransportError) as err:
+        measure(model, "cpu-openvino", opts)
+    assert "/nonexistent/python3" in str(err.value) and sshd["host"] in str(err.value)
+
+
+def test_unreachable_host_names_host_and_command():
+    closed = SSHTarget("nobody@127.0.0.1", port=free_port(), connect_timeout_s=3)
+    with pytest.raises(SlimdaError) as err:
+        closed.run(["echo", "hello world"], timeout=30)
+    text = str(err.value)
+    assert "nobody@127.0.0.1" in text and "echo 'hello world'" in text and "exit 255" in text
+
+
+def test_unreachable_jetson_stops_a_table_build(model):
+    opts = fast_options(host="nobody@127.0.0.1", port=free_port(), connect_timeout_s=3, trt_version="8.2")
+    with pytest.raises(TransportError, match="nobody@127.0.0.1"):
+        measure_row(model, "jetson-nano", opts)
+
+
+def test_missing_trtexec_names_host_and_path(sshd, model, tmp_path):
+    opts = ssh_opts(sshd, trtexec_path="/opt/nowhere/trtexec", remote_dir=str(tmp_path / "r"))
+    with pytest.raises(TransportError) as err:
+        measure(model, "jetson-orin-nano", opts)
+    text = str(err.value)
+    assert sshd["host"] in text and "/opt/nowhere/trtexec" in text and "/usr/src/tensorrt/bin/trtexec" in text
+
+
+@pytest.fixture
+def stand_in_trtexec(tmp_path) -> tuple[Path, Path]:
+    """A 'trtexec' (in a folder with a space) that records its argv and prints the real TRT 8.2 Nano log."""
+    folder = tmp_path / "trt bin"
+    folder.mkdir()
+    args_file = tmp_path / "trtexec args.txt"
+    script = folder / "trtexec"
+    script.write_text(
+        "#!/bin/sh\n"
+        "# Test stand-in: record the arguments, write --saveEngine, replay a real captured TensorRT 8.2 log.\n"
+        f"printf '%s\\n' \"$@\" > '{args_file}'\n"
+        "for a in \"$@\"; do\n"
+        "  case \"$a\" in --saveEngine=*) printf 'stand-in engine' > \"${a#--saveEngine=}\";; esac\n"
+        "done\n"
+        f"cat '{NANO_LOG}'\n")
+    script.chmod(0o755)
+    return script, args_file
+
+
+def test_jetson_profile_over_ssh_with_replayed_log(sshd, model, tmp_path, stand_in_trtexec):
+    script, args_file = stand_in_trtexec
+    remote_dir = tmp_path / "jetson dir"
+    opts = ssh_opts(sshd, trtexec_path=str(script), remote_dir=str(remote_dir), min_runs=40, min_time_s=2.0)
+    m = measure(model, "jetson-nano", opts)  # version detected from the banner of `trtexec --help`
+    assert (m.runtime, m.runtime_version, m.precision, m.threads) == ("tensorrt-trtexec", "8.2.1", "fp16", None)
+    assert (m.stats.p50, m.stats.p99, m.stats.mean, m.stats.runs) == (90.0183, 91.2045, 90.1061, 35)
+    assert m.host == sshd["host"] and "metric=GPU Compute Time" in m.notes
+    args = args_file.read_text().splitlines()
+    remote_onnx = next(a.split("=", 1)[1] for a in args if a.startswith("--onnx="))
+    assert Path(remote_onnx).parent == remote_dir and Path(remote_onnx).read_bytes() == model.read_bytes()
+    assert {"--fp16", "--workspace=1024", "--iterations=40", "--duration=2", "--percentile=99"} <= set(args)
+    assert any(a.startswith("--exportTimes=") for a in args) and not any("memPoolSize" in a for a in args)
+
+
+def test_jetson_engine_build_over_ssh(sshd, model, tmp_path, stand_in_trtexec):
+    script, args_file = stand_in_trtexec
+    opts = ssh_opts(sshd, trtexec_path=str(script), remote_dir=str(tmp_path / "jetson dir"), trt_version="8.2")
+    built = build_engine(model, "jetson-nano", opts, local_engine=tmp_path / "engines here" / "tiny.engine")
+    assert built.local_path.read_bytes() == b"stand-in engine" and built.trt_version == "8.2.1"
+    args = args_file.read_text().splitlines()
+    assert "--buildOnly" in args and f"--saveEngine={built.remote_path}" in args and "--fp16" in args
+
+
+def test_tensorrt_device_with_host_uses_trtexec(sshd, model, tmp_path, stand_in_trtexec):
+    script, _ = stand_in_trtexec
+    opts = ssh_opts(sshd, trtexec_path=str(script), remote_dir=str(tmp_path / "gpu box"), trt_version="8.2.1")
+    row = measure_row(model, "tensorrt", opts, config_id="full")
+    assert row["status"] == "ok" and row["runtime"] == "tensorrt-trtexec" and row["latency_ms_p50"] == 90.0183
+    assert row["threads"] == "" and row["config_id"] == "full"
+
+
+def test_adb_missing_program_is_reported(model, tmp_path):
+    phone = AdbTarget("R58M123ABC", adb="adb-not-installed-here")
+    with pytest.raises(TransportError, match="not installed"):
+        phone.run(["true"], timeout=10)
+    opts = fast_options(adb_serial="R58M123ABC", adb_path="adb-not-installed-here", cache_dir=str(tmp_path))
+    with pytest.raises(TransportError):
+        measure(model, "ort-mobile", opts)
