@@ -17,6 +17,9 @@ from slimda.errors import SlimdaError
 # command name -> (module, one-line help). Modules are imported lazily.
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("slimda.commands.info", "show the width configurations of a backbone with FLOPs and parameters"),
+    "train": ("slimda.commands.train", "train one model bank adapted to an unlabelled target domain"),
+    "eval": ("slimda.commands.eval", "score sub-networks of a bank on target images (accuracy per head, UPEM)"),
+    "profile": ("slimda.commands.profile", "measure latency on a device; build a bank's latency lookup table"),
 }
 
 
@@ -64,3 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def command_main(name: str) -> int:
     """Entry point of a stand-alone script such as ``slimda-train`` (same as ``slimda train``)."""
     return _run_command(name, sys.argv[1:], prog=f"slimda-{name}")
+
+
+def train_main() -> int:
+    return command_main("train")
+
+
+def profile_main() -> int:
+    return command_main("profile")
+
+
+if __name__ == "__main__":  # python -m slimda.cli ... (what torchrun -m runs)
+    sys.exit(main())

@@ -371,11 +371,21 @@ def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 @functools.cache
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's 8x8 digits, grey levels 0..16 scaled to 0..255."""
+    """scikit-learn's 8x8 digits, grey levels 0..16 scaled to 0..255, laid out as MNIST lays out its digits.
+
+    UCI digits fill their whole frame, while MNIST's are scaled into a 20x20 box centred in 28x28. Left
+    as is, the pair differs first in *scale*, which feature alignment does not undo (measured at 400
+    steps: SymNet then reaches 6-37 % target accuracy against source-only's 59 %). Upsampling to 20x20
+    and padding to 28x28 keeps what makes the domains differ (8x8 sampling, 17 grey levels, blur, other
+    writers) and removes only the framing.
+    """
     from sklearn.datasets import load_digits  # imported here: scikit-learn takes seconds to import
 
     bunch = load_digits()
-    images = np.rint(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+    small = np.rint(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+    images = np.zeros((len(small), 28, 28), dtype=np.uint8)
+    for i, digit in enumerate(small):
+        images[i, 4:24, 4:24] = np.asarray(Image.fromarray(digit).resize((20, 20), Image.BILINEAR))
     labels = bunch.target.astype(np.int64)
     images.flags.writeable = labels.flags.writeable = False
     return images, labels

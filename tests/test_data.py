@@ -65,15 +65,20 @@ def test_mnist_is_5000_balanced_28x28_grey_digits(mnist: Domain) -> None:
     assert Counter(mnist.labels()) == {k: 500 for k in range(10)}
 
 
-def test_digits_is_1797_8x8_grey_digits(digits: Domain) -> None:
+def test_digits_is_1797_grey_digits_framed_like_mnist(digits: Domain) -> None:
     assert digits.name == "digits" and len(digits) == 1797
-    assert digits.native_size == (8, 8) and digits.channels == 1
+    assert digits.native_size == (28, 28) and digits.channels == 1
+    plain = Preprocessing(size=(28, 28), channels=1, mean=(0.0,), std=(1.0,))
+    images = torch.stack([digits.dataset(plain)[i][0] for i in range(100)])
+    assert images[..., :4, :].max() == 0 and images[..., 24:, :].max() == 0  # a 4-pixel border, as MNIST
+    assert images[..., 4:24, 4:24].amax(dim=(1, 2, 3)).min() > 0.5  # ink inside the 20x20 box
     counts = Counter(digits.labels())
     assert sorted(counts) == list(range(10)) and all(170 <= c <= 185 for c in counts.values())
 
 
 def test_digits_grey_levels_scaled_to_full_range(digits: Domain) -> None:
-    images = torch.stack([digits.dataset(PLAIN_GREY)[i][0] for i in range(50)])
+    plain = Preprocessing(size=(28, 28), channels=1, mean=(0.0,), std=(1.0,))
+    images = torch.stack([digits.dataset(plain)[i][0] for i in range(50)])
     assert images.min() == 0.0 and images.max() == 1.0  # 0..16 -> 0..255 -> 0..1
 
 

@@ -1,0 +1,75 @@
+"""``slimda eval``: score sub-networks of a trained bank on target images."""
+
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = """Recalibrate BatchNorm on target images, then report for each configuration and head the target
+accuracy (when the target folder has class folders) and UPEM against the largest model. Without --config or
+--width, the standard set: uniform widths 0.25/0.5/0.75/1.0, smallest, largest.
+
+examples:
+  slimda eval --bank runs/mnist2digits --target digits
+  slimda eval --bank runs/mnist2digits --target digits --width 0.5
+  slimda eval --bank runs/mnist2digits --target /data/site-b --config 8-16-16-32-32-64-64 --csv
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from slimda.bank import HEADS
+    from slimda.upem import DEFAULT_DISTANCE, DISTANCES
+
+    parser.add_argument("--bank", required=True, help="run directory or bank.pt written by slimda-train")
+    parser.add_argument("--target", required=True, help="target images: a built-in name or a folder")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--config", action="append", metavar="ID", help="configuration id (repeatable)")
+    which.add_argument("--width", action="append", type=float, metavar="R", help="uniform width ratio (repeatable)")
+    parser.add_argument("--head", action="append", choices=HEADS, help="heads to report (default: all)")
+    parser.add_argument("--distance", choices=DISTANCES, default=DEFAULT_DISTANCE,
+                        help=f"UPEM distance (default: {DEFAULT_DISTANCE})")
+    parser.add_argument("--calibration-images", type=int, default=1024,
+                        help="target images used to recalibrate BatchNorm (default: 1024)")
+    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
+    parser.add_argument("--seed", type=int, default=0, help="seed choosing the calibration images (default: 0)")
+    parser.add_argument("--csv", action="store_true", help="print CSV")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from slimda.bank import HEADS, load_bank
+    from slimda.data import Preprocessing, load_domain
+    from slimda.errors import DataError, SlimdaError
+    from slimda.evaluate import evaluate_configs, image_batches, standard_configs
+    from slimda.tables import print_table
+
+    bank, meta = load_bank(args.bank)
+    prep = Preprocessing.from_dict(meta["preprocessing"])
+    target = load_domain(args.target)
+    if len(target) == 0:
+        raise DataError(f"target {target.name} has no images")
+    class_names = meta.get("class_names")
+    if target.has_labels and class_names and list(target.class_names) != list(class_names):
+        unknown = sorted(set(target.class_names) - set(class_names))
+        raise DataError(f"target {target.name} has classes the bank does not know: {unknown or target.class_names}; "
+                        f"the bank's classes are {class_names}")
+    if args.calibration_images < 1:
+        raise SlimdaError("--calibration-images must be at least 1")
+    if args.config:
+        configs = [(c, bank.space.from_id(c)) for c in args.config]
+    elif args.width:
+        configs = [(f"uniform-{w:g}", bank.space.uniform(w)) for w in args.width]
+    else:
+        configs = standard_configs(bank)
+    dataset = target.dataset(prep)
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))
+    calibration = [x for x, _ in image_batches(dataset, args.batch_size, order[:args.calibration_images].tolist())]
+    images, labels = [], []
+    for x, y in image_batches(dataset, args.batch_size):
+        images.append(x)
+        labels.append(y)
+    rows = evaluate_configs(bank, configs, calibration, images, torch.cat(labels) if target.has_labels else None,
+                            heads=args.head or HEADS, distance=args.distance,
+                            input_shape=(1, prep.channels, *prep.size))
+    print_table(rows, csv_format=args.csv)
+    return 0
