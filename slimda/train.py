@@ -153,13 +153,19 @@ class ModelBatch(nn.Module):
             if objective in ("confusion", "dann") else None
         )
 
-    def forward(self, x: torch.Tensor, configs: Sequence[WidthConfig], grl_coeff: float) -> list[dict]:
+    def forward(self, domains: Sequence[torch.Tensor], configs: Sequence[WidthConfig], grl_coeff: float) -> list[dict]:
+        """``domains``: one image batch per domain (source; target with any labelled target images).
+
+        Each domain goes through the backbone on its own, so BatchNorm normalises it with its own batch
+        statistics, as SymNet's reference code does; evaluation recalibrates on target images to match.
+        Returns per model the head outputs over all images concatenated in ``domains`` order.
+        """
         results = []
         for config in configs:
             self.bank.set_config(config)
             if self.discriminator is not None:  # its first layer reads the feature width too
                 set_widths(self.discriminator, config.as_dict())
-            f = self.bank.backbone(x)
+            f = torch.cat([self.bank.backbone(x) for x in domains])
             head_st, head_a = self.bank.head_st, self.bank.head_a
             r = {
                 "st_det": head_st(f.detach()),  # classifier path: updates heads only
@@ -331,11 +337,10 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batch = self.batch(step)
-        parts = [batch.source, batch.target] + ([batch.labeled_target] if batch.labeled_target is not None else [])
-        x = torch.cat(parts)
+        target = batch.target if batch.labeled_target is None else torch.cat([batch.target, batch.labeled_target])
         configs = sandwich_configs(self.bank, step, cfg.seed, cfg.model_batch)
         self.model.train()
-        results = model(x, configs, lam)
+        results = model([batch.source, target], configs, lam)
         ns, nt = batch.source.shape[0], batch.target.shape[0]
         use_soft = self.labeled_ds is not None
         components: dict[str, torch.Tensor] = {}

@@ -52,7 +52,7 @@ def run_models(objective: str, cfg: TrainConfig | None = None):
     model = ModelBatch(bank, objective).train()
     batch = tiny_batch()
     configs = [bank.space.largest(), bank.space.sample_many(1, seed=3)[0]]
-    results = model(torch.cat([batch.source, batch.target]), configs, 0.7)
+    results = model([batch.source, batch.target], configs, 0.7)
     cfg = cfg or TrainConfig(objective=objective)
     parts = [model_losses(r, batch, cfg, K, 0.7, None) for r in results]
     return model, batch, results, parts
@@ -107,7 +107,7 @@ def test_dann_reverses_the_domain_gradient_into_the_backbone():
     plain = torch.autograd.grad(model.discriminator(f).sum(), f)[0]
     reversed_ = torch.autograd.grad(model.discriminator(losses.reverse_gradient(f, 0.3)).sum(), f)[0]
     assert torch.allclose(reversed_, -0.3 * plain)
-    r = model(x, config, 0.3)[0]
+    r = model([batch.source, batch.target], config, 0.3)[0]
     assert r["disc_grl"].shape == (11, 2)
 
 
