@@ -82,9 +82,9 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"unknown {name.replace('_', '-')} {getattr(self, name)!r}; "
                                   f"choose one of {', '.join(allowed)}")
-        if self.model_batch < 2:
+        single_width = len(parse_ratios(self.widths)) == 1  # one network: nothing to sandwich
+        if self.model_batch < 2 and not (single_width and self.model_batch == 1):
             raise ConfigError(f"--model-batch must be at least 2 (largest and smallest), got {self.model_batch}")
-        parse_ratios(self.widths)
         positive = {"iters": self.iters, "batch_size": self.batch_size, "lr": self.lr,
                     "seed_temperature": self.seed_temperature, "soft_temperature": self.soft_temperature,
                     "checkpoint_every": self.checkpoint_every, "log_every": self.log_every}
@@ -116,6 +116,8 @@ def sandwich_configs(bank: ModelBank, step: int, seed: int, count: int) -> list[
     """
     rng = random.Random(seed * 1_000_003 + step)
     space = bank.space
+    if count == 1:  # a single-width "bank" trains one network
+        return [space.largest()]
     return [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(count - 2)]
 
 

@@ -1,0 +1,104 @@
+"""Bank vs. individually trained widths on mnist → digits (digits-cnn).
+
+Per seed: (a) the SlimDA bank (objective + SEED + OSTC), (b) the same bank without SEED/OSTC, (c) each
+uniform width 0.25/0.5/0.75/1.0 trained alone with the same objective for the same number of steps,
+(d) each width trained alone source-only. Target accuracy (labels used only for scoring) at every width
+and head, and training times, all measured in this one run. Writes benchmarks/results/NAME.csv (one row
+per seed, method, width, head) and NAME_summary.csv (mean ± std over seeds).
+
+    python benchmarks/bank_vs_individual.py --iters 1500 --seeds 0,1,2
+    python benchmarks/bank_vs_individual.py --objective confusion --target-labeled 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from slimda.evaluate import evaluate_configs, image_batches
+from slimda.tables import print_table, write_csv_atomic
+from slimda.train import TrainConfig, Trainer
+
+RESULTS = Path(__file__).parent / "results"
+WIDTHS = (0.25, 0.5, 0.75, 1.0)
+
+
+def train_and_score(cfg: TrainConfig, run_dir: Path, widths: dict[str, float]) -> tuple[list[dict], float]:
+    """Train ``cfg`` and score the named uniform widths (BN recalibrated on target) for every head."""
+    trainer = Trainer(cfg, run_dir, progress=False)
+    started = time.perf_counter()
+    trainer.fit(force=True)
+    seconds = time.perf_counter() - started
+    bank = trainer.bank.eval()
+    import torch
+
+    n_cal = min(cfg.eval_calibration_images, len(trainer.target_ds))
+    order = torch.randperm(len(trainer.target_ds), generator=torch.Generator().manual_seed(cfg.seed))
+    calibration = [x for x, _ in image_batches(trainer.target_ds, 256, order[:n_cal].tolist())]
+    images, labels = zip(*image_batches(trainer.target_ds, 512))
+    configs = [(name, bank.space.uniform(r)) for name, r in widths.items()]
+    rows = evaluate_configs(bank, configs, calibration, list(images), torch.cat(labels))
+    return rows, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iters", type=int, default=1500)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--objective", default="symnet")
+    parser.add_argument("--target-labeled", type=int, default=0)
+    parser.add_argument("--model-batch", type=int, default=4)
+    parser.add_argument("--name", default=None, help="CSV name (default: bank_vs_individual[_objective][_N])")
+    args = parser.parse_args()
+    name = args.name or "bank_vs_individual" + (f"_{args.objective}" if args.objective != "symnet" else "") + (
+        f"_{args.target_labeled}labeled" if args.target_labeled else "")
+    base = dict(iters=args.iters, objective=args.objective, target_labeled=args.target_labeled)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            runs = {
+                "a_slimda_bank": (TrainConfig(**base, seed=seed, model_batch=args.model_batch), WIDTHS),
+                "b_bank_no_seed": (TrainConfig(**base, seed=seed, model_batch=args.model_batch,
+                                               seed_ensemble=False), WIDTHS),
+            }
+            for w in WIDTHS:
+                runs[f"c_alone_{w:g}"] = (TrainConfig(**base, seed=seed, widths=str(w), model_batch=1,
+                                                      seed_ensemble=False), (w,))
+                runs[f"d_source_only_{w:g}"] = (TrainConfig(**{**base, "objective": "source-only"}, seed=seed,
+                                                            widths=str(w), model_batch=1, seed_ensemble=False), (w,))
+            for run_name, (cfg, widths) in runs.items():
+                method = run_name if run_name.startswith(("a_", "b_")) else run_name.rsplit("_", 1)[0]
+                named = {f"{w:g}": w for w in widths}
+                # a single-width bank's only configuration is its largest
+                scored, seconds = train_and_score(cfg, Path(tmp) / f"{run_name}-{seed}", named if len(widths) > 1
+                                                  else {f"{widths[0]:g}": 1.0})
+                for r in scored:
+                    rows.append({"seed": seed, "method": method, "width": float(r["config"]), "head": r["head"],
+                                 "target_acc": r["target_acc"], "train_seconds": round(seconds, 2),
+                                 "iters": args.iters, "objective": args.objective,
+                                 "target_labeled": args.target_labeled, "machine": platform.node()})
+                print(f"seed {seed} {run_name}: {seconds:.0f} s", flush=True)
+    table = pd.DataFrame(rows)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_csv_atomic(RESULTS / f"{name}.csv", rows)
+    summary = (table.groupby(["method", "width", "head"])["target_acc"].agg(["mean", "std"]).reset_index())
+    summary["mean"] = (summary["mean"] * 100).round(2)
+    summary["std"] = (summary["std"] * 100).round(2)
+    summary = summary.rename(columns={"mean": "target_acc_pct_mean", "std": "target_acc_pct_std"})
+    times = table.drop_duplicates(["seed", "method", "width"]).groupby(["seed", "method"])["train_seconds"].sum()
+    times = times.groupby("method").mean()
+    summary["train_seconds_mean"] = summary["method"].map(times).round(1)
+    write_csv_atomic(RESULTS / f"{name}_summary.csv", summary.to_dict("records"))
+    print_table(summary.to_dict("records"))
+    alone = times[[m for m in times.index if m.startswith("c_")]].sum()
+    print(f"training time: bank (a) {times['a_slimda_bank']:.0f} s vs the four widths alone (c) {alone:.0f} s "
+          f"(ratio {times['a_slimda_bank'] / alone:.2f})")
+
+
+if __name__ == "__main__":
+    main()
