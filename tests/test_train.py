@@ -143,7 +143,7 @@ def test_sandwich_sampling_is_seeded_and_keeps_largest_and_smallest():
 
 
 def test_short_run_lowers_source_loss_and_writes_outputs(tmp_path):
-    cfg = TrainConfig(**{**TINY, "iters": 20, "lr": 0.05, "batch_size": 16})
+    cfg = TrainConfig(**{**TINY, "iters": 20, "lr": 0.05, "batch_size": 16, "objective": "symnet"})
     trainer = Trainer(cfg, tmp_path / "run", progress=False)
     trainer.fit()
     import pandas as pd
@@ -162,7 +162,7 @@ def test_short_run_lowers_source_loss_and_writes_outputs(tmp_path):
 
 
 def test_resume_after_kill_equals_uninterrupted_run(tmp_path, monkeypatch):
-    cfg = TrainConfig(**TINY)
+    cfg = TrainConfig(**TINY, target_labeled=2)  # DANN (default), soft labels and SEED all resume exactly
     Trainer(cfg, tmp_path / "full", progress=False).fit()
 
     original = Trainer.train_step
@@ -199,11 +199,11 @@ def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(tmp_path, monkeypa
     def explode(r, batch, cfg, k, lam, soft):
         out = original(r, batch, cfg, k, lam, soft)
         if lam > losses.adaptation_weight(5 / 12):  # from step 6 on
-            out["entropy"] = out["entropy"] * float("nan")
+            out["task_s"] = out["task_s"] * float("nan")
         return out
 
     monkeypatch.setattr(train_module, "model_losses", explode)
-    with pytest.raises(SlimdaError, match=r"non-finite at step 6 .*entropy=nan.*last good checkpoint"):
+    with pytest.raises(SlimdaError, match=r"non-finite at step 6 .*task_s=nan.*last good checkpoint"):
         Trainer(TrainConfig(**TINY), tmp_path / "run", progress=False).fit()
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert state["step"] == 4
