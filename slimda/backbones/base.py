@@ -39,6 +39,14 @@ class SlimBackbone(nn.Module):
     # Keys of torchvision's classifier, dropped when loading its state dict (the bank has its own heads).
     torchvision_classifier_prefix: str | None = None
 
+    def blocks(self) -> list[tuple[str, nn.Module]]:
+        """The top-level blocks in order: applying them in sequence, then flattening, equals ``forward``.
+
+        Latency tables time each block alone (keyed by its shapes). Works on the extracted static network
+        too, since extraction keeps the container classes. Returned wrappers are not registered as children.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not list its blocks")
+
     @property
     def feature_dim(self) -> int:
         return next(s.max_channels for s in self.sites if s.name == self.feature_site)

@@ -88,6 +88,9 @@ class SlimMobileNetV2(SlimBackbone):
         x = nn.functional.adaptive_avg_pool2d(self.features(x), (1, 1))
         return torch.flatten(x, 1)
 
+    def blocks(self) -> list[tuple[str, nn.Module]]:
+        return [*((f"features.{i}", m) for i, m in enumerate(self.features)), ("pool", nn.AdaptiveAvgPool2d((1, 1)))]
+
 
 @register("mobilenet_v2")
 def mobilenet_v2(in_channels: int = 3) -> SlimMobileNetV2:

@@ -16,7 +16,9 @@ mobile format (desktop proxy, or a phone over adb), a Jetson over ssh (trtexec) 
 
   --onnx FILE   times one model and prints one CSV row (header included) with latency_ms_p50/p90/p99,
                 mean, std, cv, runs and the metadata (runtime version, precision used, threads, host...)
-  --bank RUN    builds the device's latency lookup table for a trained bank (RUN/latency/DEVICE.csv)
+  --bank RUN    builds the device's latency lookup table for a trained bank (RUN/latency/DEVICE.csv);
+                run it again after an interruption and it resumes where it stopped
+  --arch NAME   the same for an untrained bank of an architecture (before training); needs --out
 
 examples:
   slimda profile --list-devices
@@ -25,6 +27,7 @@ examples:
   slimda profile --device ort-mobile --onnx model.onnx --adb R58M123ABC
   slimda profile --device jetson-nano --onnx model.onnx --host ubuntu@192.168.1.42
   slimda profile --device cpu-onnxruntime --bank runs/digits --validate 30
+  slimda profile --device cpu-openvino --arch resnet18 --resolution 96 --out lut/resnet18-ov.csv --validate 30
 """
 
 
@@ -36,6 +39,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--onnx", metavar="FILE", help="time this one ONNX model and print one CSV row")
     what.add_argument("--bank", metavar="RUN", help="build the latency lookup table of the bank in this run "
                       "directory (written to RUN/latency/DEVICE.csv unless --out)")
+    what.add_argument("--arch", metavar="NAME", help="build the lookup table of an untrained bank of this "
+                      "architecture (digits-cnn, resnet18, resnet50, mobilenet_v2); needs --out")
+    what.add_argument("--classes", type=int, default=10, help="with --arch: classes of the head (default: 10)")
+    what.add_argument("--channels", type=int, help="with --arch: input channels (default: 1 for digits-cnn, "
+                      "3 otherwise)")
+    what.add_argument("--fit-configs", type=int, default=40, metavar="N",
+                      help="with --bank/--arch: random sub-networks timed whole to fit the table's correction "
+                      "latency = a * sum(blocks) + b (default: 40)")
+    what.add_argument("--seed", type=int, default=0, help="seed of the fit and validation configurations")
+    what.add_argument("--retry-failed", action="store_true",
+                      help="with --bank/--arch: time again the entries that failed in an earlier run of the build")
     what.add_argument("--validate", type=int, metavar="K", default=0,
                       help="with --bank: measure K held-out random configurations end to end and report how well "
                       "the table predicts them (RUN/latency/DEVICE-validation.csv)")
@@ -102,6 +116,15 @@ def options_from_args(args: argparse.Namespace):
     )
 
 
+def check_jetson_host(device, options) -> None:
+    """A Jetson is reached over ssh: without --host, say how to profile it."""
+    if device.is_jetson and not options.host:
+        raise ConfigError(
+            f"{device.name} is profiled on the device over ssh: add --host user@jetson (key login without a "
+            f"password). trtexec must be on the device at {options.trtexec_path} (JetPack installs it there; "
+            "--trtexec PATH otherwise); --trt-version X.Y skips version detection.")
+
+
 def devices_text() -> str:
     """The --list-devices table, aligned."""
     from slimda.profilers.devices import device_table
@@ -133,18 +156,14 @@ def run(args: argparse.Namespace) -> int:
         names = ", ".join(d.name for d in list_devices())
         raise ConfigError(f"choose a device with --device ({names}); --list-devices describes them")
     device = get_device(args.device)
-    if args.bank:
+    if args.bank or args.arch:
         from slimda.latency_table import run_bank_profile
 
         return int(run_bank_profile(args) or 0)
     if not args.onnx:
         raise ConfigError("give --onnx FILE to time one model, or --bank RUN to build a lookup table")
     options = options_from_args(args)
-    if device.is_jetson and not options.host:
-        raise ConfigError(
-            f"{device.name} is profiled on the device over ssh: add --host user@jetson (key login without a "
-            f"password). trtexec must be on the device at {options.trtexec_path} (JetPack installs it there; "
-            "--trtexec PATH otherwise); --trt-version X.Y skips version detection.")
+    check_jetson_host(device, options)
     from slimda.profilers.measurement import ROW_COLUMNS, measure
 
     measurement = measure(args.onnx, device, options)

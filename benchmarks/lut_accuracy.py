@@ -1,0 +1,114 @@
+"""How well a latency lookup table predicts held-out sub-networks, per architecture and CPU runtime.
+
+For each (arch, resolution) × device: build the table from scratch (timed), then measure ``--validate``
+held-out random configurations end to end (seed distinct from the fit set; median of 3 interleaved rounds)
+and compare: share within ±10 %, RMSE, Spearman ρ, mean/max |error|. Each build is scored twice, with the
+correction it chose (``auto``) and with the plain ``a·Σ blocks + b``, on the same measurements.
+``repeatability_pct`` is the noise floor: the share of validation networks whose every round lies within
+±10 % of their median; ``drift_since_build_pct``: the uniform-width networks re-timed during validation
+against their table entries (how far the shared machine moved between build and validation).
+Writes benchmarks/results/lut_accuracy.csv (one row per table and correction).
+
+    python benchmarks/lut_accuracy.py                       # digits-cnn 28, resnet18 64 and 96; ORT, OpenVINO
+    python benchmarks/lut_accuracy.py --cases digits-cnn:28 --devices cpu-onnxruntime --validate 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from slimda.bank import ModelBank
+from slimda.latency_table import accuracy, build_table, default_in_channels, validate_table
+from slimda.profilers.measurement import MeasureOptions
+from slimda.tables import print_table, write_csv_atomic
+
+RESULTS = Path(__file__).parent / "results" / "lut_accuracy.csv"
+TARGET_WITHIN_10 = 0.90
+
+
+def score(table, report, correction: str) -> dict[str, object]:
+    """Accuracy of ``table`` with ``correction`` (auto: the table's own) on the validation measurements."""
+    if correction != "auto":
+        table = _with_correction(table, correction)
+    good = [r for r in report.rows if r["status"] == "ok"]
+    measured = [float(r["measured_ms"]) for r in good]
+    predicted = [table.predict(table.config(str(r["config_id"]))) for r in good]
+    within, rmse, rho = accuracy(predicted, measured)
+    errors = np.abs(np.asarray(predicted) / np.asarray(measured) - 1) * 100
+    return {"correction": table.correction.terms, "coef_a": round(table.correction.a, 4),
+            "coef_b_ms": round(table.correction.b, 4), "coef_c_ms_per_mb": round(table.correction.c, 5),
+            "validate_n": len(good), "within_10pct": round(100 * within, 1), "rmse_ms": round(rmse, 4),
+            "spearman_rho": round(rho, 3), "mean_abs_err_pct": round(float(errors.mean()), 2),
+            "max_abs_err_pct": round(float(errors.max()), 2),
+            "measured_ms_median": round(float(np.median(measured)), 4),
+            "target_met": within >= TARGET_WITHIN_10}
+
+
+def _with_correction(table, terms: str):
+    from copy import copy
+
+    other = copy(table)
+    other.correction = table.fit_correction(terms)
+    return other
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=["digits-cnn:28", "resnet18:64", "resnet18:96"],
+                        help="ARCH:RESOLUTION")
+    parser.add_argument("--devices", nargs="+", default=["cpu-onnxruntime", "cpu-openvino"])
+    parser.add_argument("--validate", type=int, default=30)
+    parser.add_argument("--fit-configs", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--min-time", type=float, default=0.3, help="seconds timed per entry")
+    parser.add_argument("--keep", type=Path, help="keep the tables and validation CSVs in this folder")
+    args = parser.parse_args()
+    options = MeasureOptions(threads=args.threads, warmup=5, min_runs=20, min_time_s=args.min_time)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.keep or Path(tmp)
+        for case in args.cases:
+            arch, size = case.split(":")
+            res = (int(size), int(size))
+            for device in args.devices:
+                bank = ModelBank(arch, 10, default_in_channels(arch)).eval()
+                out = folder / f"{arch}-{size}-{device}.csv"
+                out.unlink(missing_ok=True)
+                load_start = os.getloadavg()[0]
+                started = time.perf_counter()
+                table = build_table(bank, device, replace(options, resolution=res), out,
+                                    fit_configs=args.fit_configs)
+                build_s = time.perf_counter() - started
+                report = validate_table(table, bank, device, options, args.validate,
+                                        folder / f"{arch}-{size}-{device}-validation.csv")
+                print(f"{arch} {size} {device}: {report.text()}", file=sys.stderr)
+                base = {"arch": arch, "input": "x".join(map(str, table.input_shape)), "device": device,
+                        "runtime_version": table.rows[0]["runtime_version"], "threads": args.threads,
+                        "fit_configs": args.fit_configs, "block_keys": len(table.block_ms),
+                        "table_rows": len(table.rows), "build_s": round(build_s, 1),
+                        "fallback_configs": report.with_fallback,
+                        "repeatability_pct": round(100 * report.repeatable, 1),
+                        "drift_since_build_pct": round(100 * (report.drift - 1), 1)}
+                for correction in ("auto", "sum"):
+                    rows.append({**base, **score(table, report, correction), "machine": platform.node(),
+                                 "cpu_count": os.cpu_count(),
+                                 "loadavg_1min": f"{load_start:.2f}->{os.getloadavg()[0]:.2f}"})
+                write_csv_atomic(RESULTS, rows)  # partial results survive an interruption
+    print_table([{k: r[k] for k in ("arch", "input", "device", "correction", "within_10pct", "rmse_ms",
+                                    "spearman_rho", "mean_abs_err_pct", "build_s", "repeatability_pct",
+                                    "drift_since_build_pct")}
+                 for r in rows])
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""Latency lookup tables: block plans, a real build on ONNX Runtime, CSV round trip, resume after an
+interruption, failure rows, the ``slimda profile --bank`` command, and ``blocks()`` of every backbone."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import randomise_batchnorm
+from slimda.backbones import list_backbones
+from slimda.bank import ModelBank, save_bank
+from slimda.errors import SlimdaError
+from slimda.latency_table import (
+    TABLE_COLUMNS,
+    LatencyTable,
+    build_table,
+    fit_correction,
+    load_table,
+    plan_entries,
+    plan_for,
+    table_path,
+)
+from slimda.profilers import measurement
+from slimda.profilers.measurement import Measurement, MeasureOptions
+from slimda.profilers.stats import LatencyStats
+
+FAST = MeasureOptions(threads=1, warmup=1, min_runs=3, min_time_s=0.0, max_time_s=5.0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Forward passes of the larger backbones crawl with two threads on a busy two-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------------------------------- blocks()
+
+@pytest.mark.parametrize("arch", list_backbones())
+def test_blocks_compose_to_forward(arch):
+    channels = 1 if arch == "digits-cnn" else 3
+    bank = ModelBank(arch, 10, channels).eval()
+    randomise_batchnorm(bank)
+    x = torch.randn(2, channels, 32, 32, generator=torch.Generator().manual_seed(0))
+    for config in (bank.space.largest(), bank.space.sample(random.Random(3))):
+        bank.set_config(config)
+        net = bank.extract(config).eval()
+        for backbone in (bank.backbone, net.backbone):  # the slimmable bank and the static extraction
+            y = x
+            with torch.no_grad():
+                for _name, block in backbone.blocks():
+                    y = block(y)
+                assert torch.allclose(torch.flatten(y, 1), backbone(x), atol=1e-5)
+        names = [n for n, _ in net.backbone.blocks()]
+        assert len(names) == len(set(names)) >= 4
+
+
+# ------------------------------------------------------------------------------------------------- plans
+
+def test_plan_keys_name_absolute_shapes():
+    bank = ModelBank("digits-cnn", 10, 1)
+    plan = plan_for(bank, (28, 28))
+    config = bank.space.config({"stem": 8, "block1.mid": 16, "block1": 24, "block2.mid": 32, "block2": 40,
+                                "block3.mid": 64, "block3": 96})
+    keys = plan.keys(config)
+    assert [s.name for s in plan.slots] == ["stem", "blocks.0", "blocks.1", "blocks.2", "pool", "head"]
+    assert keys[0] == "digits-cnn.sequential(3)|in=1|mid=8|out=8|s=1|hw=28x28"
+    assert keys[1] == "digits-cnn.digitsblock(3,3)|in=8|mid=16|out=24|s=2|hw=28x28"
+    assert keys[3] == "digits-cnn.digitsblock(3,3)|in=40|mid=64|out=96|s=2|hw=7x7"
+    assert keys[5] == "digits-cnn.linear|in=96|mid=96|out=10|s=1|hw=1x1"
+
+
+def test_resnet_blocks_with_the_same_shapes_share_a_key():
+    bank = ModelBank("resnet18", 10, 3)
+    plan = plan_for(bank, (64, 64))
+    keys = dict(zip((s.name for s in plan.slots), plan.keys(bank.space.uniform(0.5))))
+    assert keys["layer1.0"] == keys["layer1.1"]
+    assert keys["layer2.0"] != keys["layer2.1"]  # the first block of a stage downsamples
+    assert "|s=2|hw=16x16" in keys["layer2.0"] and "basicblock(3,3,1)" in keys["layer2.0"]
+
+
+def test_correction_recovers_a_linear_law():
+    sums = [1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 55.0]
+    fit = fit_correction(sums, [0.0] * len(sums), [2 * s + 0.5 for s in sums], terms="sum")
+    assert fit.a == pytest.approx(2.0) and fit.b == pytest.approx(0.5) and fit.c == 0.0
+    assert fit.loo_error == pytest.approx(0.0, abs=1e-9)
+    weights = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0, 5.0]
+    auto = fit_correction(sums, weights, [s + 0.2 * w + 0.1 for s, w in zip(sums, weights)])
+    assert auto.terms == "sum+weights" and auto.c == pytest.approx(0.2)
+
+
+# ---------------------------------------------------------------------------------------- a real build
+
+@pytest.fixture(scope="module")
+def bank():
+    return ModelBank("digits-cnn", 10, 1).eval()
+
+
+@pytest.fixture(scope="module")
+def built(bank, tmp_path_factory):
+    path = tmp_path_factory.mktemp("lut") / "cpu-onnxruntime.csv"
+    table = build_table(bank, "cpu-onnxruntime", FAST, path, resolution=(28, 28), fit_configs=3, whole_rounds=2,
+                        enumerate_limit=8, progress=False, log=lambda _: None)
+    return table, path
+
+
+def test_real_build_predicts_every_configuration(built, bank):
+    table, _ = built
+    space = bank.space
+    assert len(table.uniform_ids) == 7 and len(table.fit_ids) == 3
+    for config in space.sample_many(20, seed=99):
+        pred = table.explain(config)
+        assert pred.latency_ms > 0 and pred.block_sum_ms > 0
+        assert pred.source in ("blocks", "whole")
+    for ratio in space.ratios:  # uniform widths are answered by their own whole-network entries
+        config = space.uniform(ratio)
+        pred = table.explain(config)
+        assert pred.source == "uniform" and pred.latency_ms == table.whole_ms[config.id]
+    assert table.predict(space.largest()) > table.predict(space.smallest())
+
+
+def test_block_weights_add_up_to_the_whole_network(built, bank):
+    table, _ = built
+    for config in bank.space.sample_many(5, seed=5):  # unseen keys too: weights are exact
+        _, weights_mb, _ = table.block_sum(config)
+        params = sum(p.numel() for p in bank.extract(config).parameters())
+        assert weights_mb == pytest.approx(params * 4 / 1e6, rel=1e-3)
+
+
+def test_table_csv_round_trip(built, bank, tmp_path):
+    table, path = built
+    with path.open() as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames or ()) == TABLE_COLUMNS
+        rows = list(reader)
+    kinds = {r["entry_kind"] for r in rows}
+    assert kinds == {"block", "uniform", "whole", "correction"}
+    assert all(r["status"] == "ok" and float(r["latency_ms_p50"]) > 0 for r in rows if r["entry_kind"] != "correction")
+    assert sum(r["entry_kind"] == "whole" for r in rows) == 3 * 2  # two rounds per fit-set network
+    loaded = LatencyTable.load(path)
+    assert loaded.correction.a == pytest.approx(table.correction.a, rel=1e-4)
+    copy = tmp_path / "copy.csv"
+    loaded.save(copy)
+    again = LatencyTable.load(copy)
+    for config in bank.space.sample_many(10, seed=7):
+        assert again.predict(config) == pytest.approx(table.predict(config), rel=1e-4)
+
+
+# -------------------------------------------------------------------------- resume and failures (fake timer)
+
+def fake_measurement(onnx_path, device, options=None) -> Measurement:
+    """A deterministic 'latency' growing with the model's size, without running it."""
+    ms = 0.01 + Path(onnx_path).stat().st_size / 1e6
+    return Measurement(device="cpu-onnxruntime", runtime="onnxruntime", runtime_version="fake", precision="fp32",
+                       threads=1, batch=1, input_shape="1", host="test", stats=LatencyStats(p50=ms, mean=ms, runs=1))
+
+
+@pytest.fixture
+def small_bank():
+    return ModelBank("digits-cnn", 10, 1, ratios=(0.5, 1.0)).eval()
+
+
+def _build(small_bank, path, **kw):
+    return build_table(small_bank, "cpu-onnxruntime", FAST, path, resolution=(16, 16), fit_configs=4,
+                       whole_rounds=2, progress=False, log=lambda _: None, **kw)
+
+
+def test_interrupted_build_resumes_where_it_stopped(small_bank, tmp_path, monkeypatch):
+    path = tmp_path / "lut.csv"
+    total = len(plan_entries(small_bank.space, plan_for(small_bank, (16, 16)), 4, 0, 64, 2))
+    calls: list[str] = []
+
+    def interrupted(onnx_path, device, options=None):
+        if len(calls) == 7:
+            raise KeyboardInterrupt
+        calls.append(Path(onnx_path).name)
+        return fake_measurement(onnx_path, device, options)
+
+    monkeypatch.setattr(measurement, "measure", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _build(small_bank, path)
+    with path.open() as f:
+        assert len(list(csv.DictReader(f))) == 7  # every finished entry was flushed, nothing else
+    with path.open("a") as f:
+        f.write("block,half-written-ro")  # a build killed in the middle of a write
+
+    calls.clear()
+    monkeypatch.setattr(measurement, "measure", lambda *a, **k: calls.append("x") or fake_measurement(*a, **k))
+    table = _build(small_bank, path)
+    assert len(calls) == total - 7
+    rows = table.rows
+    assert len(rows) == total + 1  # plus the correction
+    keys = [(r["entry_kind"], r["entry_key"]) for r in rows if r["entry_kind"] == "block"]
+    assert len(keys) == len(set(keys))
+
+    calls.clear()
+    _build(small_bank, path)  # complete: nothing left to measure
+    assert calls == []
+
+
+def test_failing_entry_becomes_a_failure_row(small_bank, tmp_path, monkeypatch):
+    path = tmp_path / "lut.csv"
+    plan = plan_for(small_bank, (16, 16))
+    config = small_bank.space.uniform(0.5)
+    bad_key = plan.keys(config)[2]  # the second digits block at half width
+    bad_slug = "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in bad_key)
+
+    def failing(onnx_path, device, options=None):
+        if bad_slug in Path(onnx_path).name:
+            raise RuntimeError("kernel not supported on this device")
+        return fake_measurement(onnx_path, device, options)
+
+    monkeypatch.setattr(measurement, "measure", failing)
+    table = _build(small_bank, path)
+    failed = [r for r in table.rows if r["status"] == "failed"]
+    assert [r["entry_key"] for r in failed] == [bad_key]
+    assert "kernel not supported" in failed[0]["error"] and failed[0]["latency_ms_p50"] == ""
+    assert bad_key not in table.block_ms
+    pred = table.explain(small_bank.space.config({**small_bank.space.largest().as_dict(), "block1": 16,
+                                                  "block2.mid": 32, "block2": 32}))
+    assert pred.latency_ms > 0 and pred.fallback_blocks >= 1  # the failed key is predicted, not used
+
+    calls = []
+    monkeypatch.setattr(measurement, "measure", lambda *a, **k: calls.append(a[0]) or fake_measurement(*a, **k))
+    retried = _build(small_bank, path, retry_failed=True)
+    assert len(calls) == 1 and bad_key in retried.block_ms
+
+
+def test_a_table_of_other_settings_is_not_resumed(small_bank, tmp_path, monkeypatch):
+    path = tmp_path / "lut.csv"
+    monkeypatch.setattr(measurement, "measure", fake_measurement)
+    _build(small_bank, path)
+    with pytest.raises(SlimdaError, match="other settings"):
+        build_table(small_bank, "cpu-onnxruntime", FAST, path, resolution=(20, 20), fit_configs=4,
+                    progress=False, log=lambda _: None)
+
+
+# ------------------------------------------------------------------------------------------------ the CLI
+
+def test_profile_bank_command_end_to_end(tmp_path, capsys):
+    from slimda.cli import main
+
+    run = tmp_path / "run"
+    save_bank(ModelBank("digits-cnn", 10, 1), run / "bank.pt", class_names=[str(i) for i in range(10)],
+              preprocessing={"size": [28, 28], "channels": 1, "mean": [0.5], "std": [0.5]})
+    with pytest.raises(SlimdaError, match="slimda-profile --device cpu-onnxruntime --bank"):
+        load_table(run, "cpu-onnxruntime")
+    code = main(["profile", "--device", "cpu-onnxruntime", "--bank", str(run), "--validate", "3",
+                 "--fit-configs", "3", "--warmup", "1", "--min-runs", "3", "--min-time", "0"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "within ±10 %" in out and "Spearman" in out
+    table = load_table(run, "cpu-onnxruntime")
+    assert table_path(run, "cpu-onnxruntime") == run / "latency" / "cpu-onnxruntime.csv"
+    assert table.input_shape == (1, 1, 28, 28) and table.arch == "digits-cnn"
+    with (run / "latency" / "cpu-onnxruntime-validation.csv").open() as f:
+        reader = csv.DictReader(f)
+        assert (reader.fieldnames or [])[:3] == ["config_id", "predicted_ms", "measured_ms"]
+        rows = list(reader)
+    assert len(rows) == 3 and all(float(r["measured_ms"]) > 0 and float(r["predicted_ms"]) > 0 for r in rows)
+    assert not {r["config_id"] for r in rows} & (table.fit_ids | table.uniform_ids)
+
+
+def test_profile_arch_needs_out(capsys):
+    from slimda.cli import main
+
+    assert main(["profile", "--device", "cpu-onnxruntime", "--arch", "digits-cnn"]) == 2
+    assert "--out" in capsys.readouterr().err
