@@ -40,14 +40,24 @@ def to_csv(rows: Sequence[Mapping[str, object]]) -> str:
     return buf.getvalue()
 
 
-def write_csv_atomic(path: str | os.PathLike, rows: Sequence[Mapping[str, object]]) -> Path:
-    """Write ``rows`` as CSV through a temporary file and a rename: readers never see half a file."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` through a temporary file and a rename: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(to_csv(rows))
+        tmp.write_text(text)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_csv_atomic(path: str | os.PathLike, rows: Sequence[Mapping[str, object]]) -> Path:
+    return write_text_atomic(path, to_csv(rows))
+
+
+def write_json_atomic(path: str | os.PathLike, data: object) -> Path:
+    import json
+
+    return write_text_atomic(path, json.dumps(data, indent=2) + "\n")

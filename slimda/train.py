@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import os
 import random
@@ -32,6 +31,7 @@ from slimda.bank import HEADS, ModelBank, atomic_torch_save, save_bank
 from slimda.errors import ConfigError, SlimdaError
 from slimda.ops import set_widths
 from slimda.space import WidthConfig, parse_ratios
+from slimda.tables import write_csv_atomic, write_json_atomic
 
 OBJECTIVES: tuple[str, ...] = ("symnet", "confusion", "dann", "source-only")
 CONFIDENCES: tuple[str, ...] = ("max", "entropy")
@@ -521,8 +521,6 @@ class Trainer:
     def evaluate(self) -> list[dict]:
         """eval.csv: uniform widths, smallest and largest × every head, BN recalibrated on target."""
         from slimda.evaluate import evaluate_configs, image_batches, standard_configs
-        from slimda.tables import write_csv_atomic
-
         self.bank.eval()
         n_cal = min(self.cfg.eval_calibration_images, len(self.target_ds))
         cal_order = torch.randperm(len(self.target_ds), generator=torch.Generator().manual_seed(self.cfg.seed))
@@ -544,15 +542,6 @@ class Trainer:
 # --------------------------------------------------------------------------------------------- files
 
 
-def write_json_atomic(path: Path, data: object) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def append_log(path: Path, rows: list[dict]) -> None:
     if not rows:
         return
@@ -572,8 +561,6 @@ def truncate_log(path: Path, step: int) -> None:
     with path.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     kept = [r for r in rows if int(r["step"]) <= step]
-    from slimda.tables import write_csv_atomic
-
     if kept:
         write_csv_atomic(path, kept)
     else:
