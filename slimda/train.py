@@ -273,13 +273,9 @@ class Trainer:
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.rank = int(os.environ.get("RANK", "0"))
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.device = torch.device(
-            ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-        )
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("--device cuda asked for, but this machine has no usable CUDA GPU")
-        if self.distributed and self.device.type == "cuda":
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        self.device = resolve_device(cfg.device)
+        if self.device.type == "cuda":
+            use_deterministic_cuda()
         self._load_data()
         torch.manual_seed(cfg.seed)
         self.bank = ModelBank(cfg.arch, len(self.class_names), self.prep.channels, parse_ratios(cfg.widths))
@@ -567,10 +563,41 @@ def truncate_log(path: Path, step: int) -> None:
         path.unlink()
 
 
-def init_distributed() -> None:
-    """Join the process group torchrun describes (gloo on CPU, NCCL on GPU)."""
+def use_deterministic_cuda() -> None:
+    """Make CUDA training reproducible, which an exact ``--resume`` needs.
+
+    cuDNN picks convolution algorithms by timing them and some backward kernels accumulate with atomics:
+    measured on an H100, a resumed 12-step run then differed from the uninterrupted one in the 4th decimal.
+    cuBLAS needs a fixed workspace, set before its first call.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def resolve_device(name: str) -> torch.device:
+    """The training device for ``--device`` (auto, cpu, cuda); under torchrun, this rank's GPU."""
+    try:
+        device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown --device {name!r}: use auto, cpu or cuda") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda asked for, but this machine has no usable CUDA GPU")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+            if local_rank >= gpus:
+                raise ConfigError(f"torchrun started more processes on this node than it has GPUs ({gpus}): "
+                                  f"use --nproc_per_node {gpus}, or --device cpu to train on the CPU")
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+def init_distributed(device: str = "auto") -> None:
+    """Join the process group torchrun describes: NCCL when training on GPUs, gloo on the CPU."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend=backend)
+        resolved = resolve_device(device)
+        if resolved.type == "cuda":
+            torch.cuda.set_device(resolved)
+        dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         raise SlimdaError("--resume and --force contradict each other: pick one")
     cfg = resolve_config(args)
     cfg.validate()
-    init_distributed()
+    init_distributed(cfg.device)
     trainer = Trainer(cfg, args.out, progress=True)
     summary = trainer.fit(resume=args.resume, force=args.force)
     if trainer.rank == 0:
