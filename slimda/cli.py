@@ -20,6 +20,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("slimda.commands.train", "train one model bank adapted to an unlabelled target domain"),
     "eval": ("slimda.commands.eval", "score sub-networks of a bank on target images (accuracy per head, UPEM)"),
     "profile": ("slimda.commands.profile", "measure latency on a device; build a bank's latency lookup table"),
+    "deploy": ("slimda.commands.deploy", "pick, export and re-measure the best sub-network for each device's budget"),
+    "bench": ("slimda.commands.bench", "reports and plots: UPEM (and accuracy) against latency, Pareto front"),
+    "quickstart": ("slimda.commands.quickstart", "train, profile, deploy and report on the built-in digits task"),
 }
 
 
@@ -75,6 +78,14 @@ def train_main() -> int:
 
 def profile_main() -> int:
     return command_main("profile")
+
+
+def deploy_main() -> int:
+    return command_main("deploy")
+
+
+def bench_main() -> int:
+    return command_main("bench")
 
 
 if __name__ == "__main__":  # python -m slimda.cli ... (what torchrun -m runs)

@@ -36,3 +36,22 @@ def count_flops(module: nn.Module, input_shape: tuple[int, ...]) -> int:
             return int(analysis.total())
     finally:
         module.train(was_training)
+
+
+class BankCosts:
+    """FLOPs and parameters of a bank's sub-networks for one input size, counted once per configuration."""
+
+    def __init__(self, bank, input_chw: tuple[int, int, int]) -> None:
+        self.bank, self.input_chw = bank, tuple(input_chw)
+        self._flops: dict[str, float] = {}
+        self._params: dict[str, float] = {}
+
+    def flops(self, config) -> float:
+        if config.id not in self._flops:
+            self._flops[config.id] = float(count_flops(self.bank.extract(config), (1, *self.input_chw)))
+        return self._flops[config.id]
+
+    def params(self, config) -> float:
+        if config.id not in self._params:
+            self._params[config.id] = float(count_params(self.bank.extract(config)))
+        return self._params[config.id]

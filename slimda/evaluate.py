@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -108,3 +109,96 @@ def evaluate_configs(
             }
             rows.append({**row, **cost})
     return rows
+
+
+# ------------------------------------------------------------------------------- target images and scoring
+
+
+@dataclass
+class TargetImages:
+    """Target images prepared for a bank: BN calibration batches, scoring batches, labels if any."""
+
+    name: str
+    calibration: list[torch.Tensor]
+    images: list[torch.Tensor]
+    labels: torch.Tensor | None
+
+    @property
+    def count(self) -> int:
+        return sum(len(x) for x in self.images)
+
+
+def load_target_images(spec: str, metadata: dict, calibration_images: int = 1024, score_images: int = 0,
+                       batch_size: int = 256, seed: int = 0) -> TargetImages:
+    """The target domain ``spec`` (built-in name or folder) preprocessed as the bank was trained.
+
+    ``calibration_images`` random images recalibrate BatchNorm; ``score_images`` random images (0: all)
+    are scored. A missing or empty target, or one with classes the bank does not know, is a ``DataError``.
+    """
+    from slimda.data import Preprocessing, load_domain
+    from slimda.errors import ConfigError, DataError
+
+    if calibration_images < 1:
+        raise ConfigError(f"--calibration-images must be at least 1, got {calibration_images}")
+    if score_images < 0:
+        raise ConfigError(f"--score-images must be 0 (all) or more, got {score_images}")
+    prep = Preprocessing.from_dict(metadata["preprocessing"])
+    target = load_domain(spec)
+    if len(target) == 0:
+        raise DataError(f"target {target.name} has no images: point --target at a folder of target images")
+    class_names = metadata.get("class_names")
+    if target.has_labels and class_names and list(target.class_names) != list(class_names):
+        unknown = sorted(set(target.class_names) - set(class_names))
+        raise DataError(f"target {target.name} has classes the bank does not know: {unknown or target.class_names}; "
+                        f"the bank's classes are {class_names}")
+    dataset = target.dataset(prep)
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    calibration = [x for x, _ in image_batches(dataset, batch_size, order[:calibration_images])]
+    scored = sorted(order[:score_images]) if 0 < score_images < len(dataset) else None
+    images, labels = [], []
+    for x, y in image_batches(dataset, batch_size, scored):
+        images.append(x)
+        labels.append(y)
+    return TargetImages(target.name, calibration, images, torch.cat(labels) if target.has_labels else None)
+
+
+@dataclass(frozen=True)
+class Score:
+    upem: float
+    target_acc: float | None  # None when the target has no labels; never used to choose
+
+
+class TargetScorer:
+    """UPEM of sub-networks on target images for one head (and accuracy, when labels exist), cached per
+    configuration, so a fleet of deployments and the reports share every evaluation."""
+
+    def __init__(self, bank: ModelBank, target: TargetImages, head: str = "ca",
+                 distance: str = DEFAULT_DISTANCE) -> None:
+        from slimda.errors import ConfigError
+
+        if head not in HEADS:
+            raise ConfigError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+        self.bank, self.target, self.head, self.distance = bank, target, head, distance
+        self.cache: dict[str, Score] = {}
+        self._anchor: torch.Tensor | None = None
+
+    def _probabilities(self, config: WidthConfig) -> torch.Tensor:
+        out = predict(self.bank, config, self.target.calibration, self.target.images)
+        return head_probabilities(out, self.head, self.bank.num_classes)
+
+    @property
+    def anchor(self) -> torch.Tensor:
+        if self._anchor is None:
+            self._anchor = self._probabilities(self.bank.space.largest())
+        return self._anchor
+
+    def score(self, config: WidthConfig) -> Score:
+        if config.id not in self.cache:
+            probs = self.anchor if config == self.bank.space.largest() else self._probabilities(config)
+            labels = self.target.labels
+            acc = None if labels is None else float((probs.argmax(1) == labels).float().mean())
+            self.cache[config.id] = Score(upem(probs, self.anchor, self.distance), acc)
+        return self.cache[config.id]
+
+    def upem(self, config: WidthConfig) -> float:
+        return self.score(config).upem

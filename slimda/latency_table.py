@@ -29,7 +29,6 @@ is measured and entries already in the file are skipped; an entry that fails on 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
 import os
@@ -37,7 +36,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -47,6 +46,7 @@ import torch
 from torch import nn
 
 from slimda.bank import ModelBank
+from slimda.console import one_torch_thread, progress_bar
 from slimda.errors import ConfigError, SlimdaError
 from slimda.ops import SlimBatchNorm2d, SlimConv2d, SlimLinear, set_widths, to_static
 from slimda.profilers import measurement
@@ -750,8 +750,8 @@ def build_table(
     log_file = _RowLog(path, rows)
     all_rows: list[dict[str, object]] = list(rows)
     try:
-        with tempfile.TemporaryDirectory(prefix="slimda-lut-") as tmp, _progress(len(todo), progress) as bar, \
-                _quiet_torch():
+        with tempfile.TemporaryDirectory(prefix="slimda-lut-") as tmp, one_torch_thread(), \
+                progress_bar(len(todo), "latency table", "entry", progress) as bar:
             exporter = _Exporter(bank, plan, dev, Path(tmp))
             for i, entry in enumerate(todo):
                 bar.set_postfix_str(entry.key[:48], refresh=False)
@@ -786,25 +786,6 @@ def _correction_row(table: LatencyTable, rows: Sequence[Mapping[str, object]], p
             "num_classes": plan.num_classes, "opset": dev.default_opset,
             "notes": f"relative least squares over {c.points} measured whole networks (median of their rounds); "
                      f"leave-one-out mean |error| {100 * c.loo_error:.2f} %"}
-
-
-@contextlib.contextmanager
-def _quiet_torch() -> Iterator[None]:
-    """One torch thread while a table is built: export only traces small graphs, and idle torch worker
-    threads spinning next to the timed runtime would steal its CPU on a small machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _progress(total: int, enabled: bool | None):
-    from tqdm import tqdm
-
-    quiet = not sys.stderr.isatty() if enabled is None else not enabled
-    return tqdm(total=total, unit="entry", desc="latency table", disable=quiet, leave=False)
 
 
 # ------------------------------------------------------------------------------------------- validation
@@ -857,7 +838,7 @@ def measure_configs(bank: ModelBank, plan: NetPlan, configs: Sequence[WidthConfi
     opts = replace(options or MeasureOptions(), resolution=None)
     out: dict[str, list[dict[str, object]]] = {c.id: [] for c in configs}
     with tempfile.TemporaryDirectory(prefix="slimda-lut-val-") as tmp, \
-            _progress(rounds * len(configs), progress) as bar, _quiet_torch():
+            progress_bar(rounds * len(configs), "validation", "run", progress) as bar, one_torch_thread():
         exporter = _Exporter(bank, plan, dev, Path(tmp))
         for r in range(rounds):
             for config in configs:

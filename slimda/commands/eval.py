@@ -35,40 +35,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from slimda.bank import HEADS, load_bank
-    from slimda.data import Preprocessing, load_domain
-    from slimda.errors import DataError, SlimdaError
-    from slimda.evaluate import evaluate_configs, image_batches, standard_configs
+    from slimda.data import Preprocessing
+    from slimda.evaluate import evaluate_configs, load_target_images, standard_configs
     from slimda.tables import print_table
 
     bank, meta = load_bank(args.bank)
-    prep = Preprocessing.from_dict(meta["preprocessing"])
-    target = load_domain(args.target)
-    if len(target) == 0:
-        raise DataError(f"target {target.name} has no images")
-    class_names = meta.get("class_names")
-    if target.has_labels and class_names and list(target.class_names) != list(class_names):
-        unknown = sorted(set(target.class_names) - set(class_names))
-        raise DataError(f"target {target.name} has classes the bank does not know: {unknown or target.class_names}; "
-                        f"the bank's classes are {class_names}")
-    if args.calibration_images < 1:
-        raise SlimdaError("--calibration-images must be at least 1")
+    target = load_target_images(args.target, meta, args.calibration_images, batch_size=args.batch_size,
+                                seed=args.seed)
     if args.config:
         configs = [(c, bank.space.from_id(c)) for c in args.config]
     elif args.width:
         configs = [(f"uniform-{w:g}", bank.space.uniform(w)) for w in args.width]
     else:
         configs = standard_configs(bank)
-    dataset = target.dataset(prep)
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))
-    calibration = [x for x, _ in image_batches(dataset, args.batch_size, order[:args.calibration_images].tolist())]
-    images, labels = [], []
-    for x, y in image_batches(dataset, args.batch_size):
-        images.append(x)
-        labels.append(y)
-    rows = evaluate_configs(bank, configs, calibration, images, torch.cat(labels) if target.has_labels else None,
+    prep = Preprocessing.from_dict(meta["preprocessing"])
+    rows = evaluate_configs(bank, configs, target.calibration, target.images, target.labels,
                             heads=args.head or HEADS, distance=args.distance,
                             input_shape=(1, prep.channels, *prep.size))
     print_table(rows, csv_format=args.csv)

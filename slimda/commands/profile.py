@@ -56,15 +56,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--out", metavar="FILE", help="write the CSV here instead of stdout (--onnx) or the run "
                       "directory (--bank)")
 
+    add_measure_arguments(parser)
+
+
+def add_measure_arguments(parser: argparse.ArgumentParser, resolution: bool = True) -> None:
+    """The "how to measure" and "remote targets" options (slimda-deploy re-measures with the same ones)."""
     how = parser.add_argument_group("how to measure")
     how.add_argument("--threads", type=int, help="CPU threads (intra-op threads / INFERENCE_NUM_THREADS); "
                      "default: the device profile's (1)")
     how.add_argument("--precision", choices=("fp32", "fp16", "bf16"),
                      help="inference precision; default: the device's (fp32 on CPUs, fp16 on Jetsons/TensorRT). "
                      "The precision actually used is what the row records")
-    how.add_argument("--resolution", metavar="HxW", help="input height x width for models with a symbolic "
-                     "spatial size (and the bank's input size with --bank), e.g. 224x224 or 224")
-    how.add_argument("--batch", type=int, default=1, help="batch size of the timed input (default: 1)")
+    if resolution:
+        how.add_argument("--resolution", metavar="HxW", help="input height x width for models with a symbolic "
+                         "spatial size (and the bank's input size with --bank), e.g. 224x224 or 224")
+        how.add_argument("--batch", type=int, default=1, help="batch size of the timed input (default: 1)")
     how.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default: 10)")
     how.add_argument("--min-runs", type=int, default=50,
                      help="timed runs at least (default: 50); trtexec --iterations, perf_test -r")
@@ -108,8 +114,8 @@ def options_from_args(args: argparse.Namespace):
     from slimda.profilers.measurement import MeasureOptions
 
     return MeasureOptions(
-        threads=args.threads, precision=args.precision, batch=args.batch,
-        resolution=parse_resolution(args.resolution), warmup=args.warmup, min_runs=args.min_runs,
+        threads=args.threads, precision=args.precision, batch=getattr(args, "batch", 1),
+        resolution=parse_resolution(getattr(args, "resolution", None)), warmup=args.warmup, min_runs=args.min_runs,
         min_time_s=args.min_time, host=args.host, port=args.port, identity_file=args.identity,
         remote_python=args.remote_python, adb_serial=args.adb, perf_test_path=args.perf_test,
         trt_version=args.trt_version, trtexec_path=args.trtexec,

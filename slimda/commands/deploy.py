@@ -1,0 +1,138 @@
+"""``slimda deploy``: the best sub-network of a bank for each device's budget, exported and measured."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DESCRIPTION = """Pick, without a target label, the sub-network of a trained bank that should be most accurate on
+the target domain within a budget, then export it for each device and time it there.
+
+For each --device: an evolutionary search over the bank's widths keeps only sub-networks whose latency
+(predicted by the device's lookup table from slimda-profile), FLOPs and parameters fit the budgets, and
+minimises UPEM on target images (BatchNorm recalibrated on them). The winner is exported to ONNX at the
+device's opset, checked against PyTorch, converted for the runtime (OpenVINO IR, ORT format, TensorRT engine
+built on the Jetson) and re-measured on the device; if it is over the latency budget there, the search runs
+again under a tighter predicted limit. Writes DIR/DEVICE/{model.onnx, artefact, manifest.json} and a row in
+DIR/deploy_report.csv.
+
+examples:
+  slimda deploy --bank runs/mnist2digits --target digits --latency 0.1ms
+  slimda deploy --bank runs/site --target /data/site-b --latency 20ms --device cpu-openvino --device ort-mobile
+  slimda deploy --bank runs/site --target /data/site-b --latency 20ms --device jetson-nano --host ubuntu@jetson
+  slimda deploy --bank runs/site --target /data/site-b --flops 300M --params 2.5M --out deploy/site-b
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from slimda.bank import HEADS
+    from slimda.commands.profile import add_measure_arguments
+    from slimda.upem import DEFAULT_DISTANCE, DISTANCES
+
+    what = parser.add_argument_group("what to deploy")
+    what.add_argument("--bank", required=True, metavar="RUN", help="run directory written by slimda-train "
+                      "(its latency tables are read from RUN/latency/DEVICE.csv)")
+    what.add_argument("--target", required=True, metavar="DATA",
+                      help="target images: a built-in domain name or a folder (labels, if any, are only reported)")
+    what.add_argument("--device", action="append", metavar="DEVICE",
+                      help="device to deploy to; repeat or separate with commas for a fleet (default: "
+                      "cpu-onnxruntime). slimda-profile --list-devices lists them")
+    what.add_argument("--out", metavar="DIR", help="output folder (default: RUN/deploy)")
+
+    budget = parser.add_argument_group("budgets (at least one)")
+    budget.add_argument("--latency", metavar="TIME", help="latency on the device: 20ms, '20 ms', 0.02s, 500us")
+    budget.add_argument("--flops", metavar="COUNT", help="FLOPs per image: 300M, 1.2G, 1.2GFLOPs")
+    budget.add_argument("--params", metavar="COUNT", help="parameters: 2.5M, 800k")
+
+    search = parser.add_argument_group("search")
+    search.add_argument("--head", choices=HEADS, help="test-time head exported and scored (default: the bank's)")
+    search.add_argument("--distance", choices=DISTANCES, default=DEFAULT_DISTANCE,
+                        help=f"UPEM distance (default: {DEFAULT_DISTANCE})")
+    search.add_argument("--calibration-images", type=int, default=512,
+                        help="target images that recalibrate BatchNorm (default: 512)")
+    search.add_argument("--score-images", type=int, default=1024,
+                        help="target images UPEM is computed on; 0 = all (default: 1024)")
+    search.add_argument("--population", type=int, default=24, help="search population (default: 24)")
+    search.add_argument("--generations", type=int, default=8, help="search generations (default: 8)")
+    search.add_argument("--seed", type=int, default=0, help="seed of the search and of the image choice")
+    search.add_argument("--retries", type=int, default=2,
+                        help="searches again under a tighter limit when the measured latency is over budget "
+                        "(default: 2)")
+    search.add_argument("--no-measure", action="store_true",
+                        help="skip timing the exported model on the device (the manifest then has no measured "
+                        "latency)")
+    search.add_argument("--ort-platform", choices=("arm", "amd64"), default="arm",
+                        help="ort-mobile: platform the ORT-format model is optimised for (default: arm, phones)")
+    add_measure_arguments(parser, resolution=False)
+
+
+def devices_from_args(values: list[str] | None) -> list[str]:
+    names = [n.strip() for v in (values or ["cpu-onnxruntime"]) for n in v.split(",") if n.strip()]
+    return list(dict.fromkeys(names))
+
+
+def budgets_from_args(args: argparse.Namespace):
+    from slimda.budget import parse_count, parse_latency
+    from slimda.deploy import Budgets
+
+    return Budgets(latency=parse_latency(args.latency) if args.latency else None,
+                   flops=parse_count(args.flops, "flops") if args.flops else None,
+                   params=parse_count(args.params, "params") if args.params else None)
+
+
+def run(args: argparse.Namespace) -> int:
+    from slimda.errors import ConfigError
+
+    if args.population < 2 or args.generations < 1:
+        raise ConfigError("--population must be at least 2 and --generations at least 1")
+    if args.retries < 0:
+        raise ConfigError(f"--retries must be 0 or more, got {args.retries}")
+    budgets = budgets_from_args(args)  # bad budgets fail before the bank is read
+    devices = devices_from_args(args.device)
+    deployments = deploy_from_args(args, budgets, devices)
+    print_deployments(deployments)
+    return 0
+
+
+def deploy_from_args(args: argparse.Namespace, budgets, devices: list[str]):
+    from slimda.bank import load_bank
+    from slimda.commands.profile import options_from_args
+    from slimda.deploy import Deployer, DeployOptions, deploy_fleet
+    from slimda.evaluate import TargetScorer, load_target_images
+    from slimda.profilers.devices import get_device
+    from slimda.search import SearchSettings
+
+    for name in devices:
+        get_device(name)  # an unknown device names the list before any work
+    bank, meta = load_bank(args.bank)
+    run_dir = Path(args.bank) if Path(args.bank).is_dir() else Path(args.bank).parent
+    bank_file = run_dir / "bank.pt" if Path(args.bank).is_dir() else Path(args.bank)
+    target = load_target_images(args.target, meta, args.calibration_images, args.score_images, seed=args.seed)
+    scorer = TargetScorer(bank, target, args.head or meta.get("test_head", "ca"), args.distance)
+    options = DeployOptions(
+        measure_options=options_from_args(args),
+        settings=SearchSettings(population=args.population, generations=args.generations, seed=args.seed),
+        measure=not args.no_measure, retries=args.retries, ort_platform=args.ort_platform)
+    out = Path(args.out) if args.out else run_dir / "deploy"
+    deployer = Deployer(bank, meta, run_dir, scorer, out, options, bank_file)
+    return deploy_fleet(deployer, devices, budgets)
+
+
+def print_deployments(deployments) -> None:
+    from slimda.tables import print_table
+
+    rows = []
+    for d in deployments:
+        m = d.manifest
+        rows.append({"device": m["device"], "budget": "; ".join(f"{k} {v['text']}" for k, v in m["budget"].items()),
+                     "config_id": m["config_id"], "width": m["width"],
+                     "predicted_ms": _text(m["predicted_latency_ms"]), "measured_ms": _text(m["measured_latency_ms"]),
+                     "upem": m["upem"], "target_acc": _text(m["target_acc"]), "flops_m": m["flops_m"],
+                     "dir": str(d.dir)})
+    print_table(rows)
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
