@@ -30,7 +30,7 @@ from slimda.cost import BankCosts
 from slimda.data import Preprocessing
 from slimda.errors import ConfigError, SlimdaError
 from slimda.evaluate import TargetScorer, preserved_batchnorm
-from slimda.search import Constraint, SearchResult, SearchSettings, evolutionary_search
+from slimda.search import Constraint, InfeasibleBudget, SearchResult, SearchSettings, evolutionary_search
 from slimda.space import WidthConfig
 from slimda.tables import write_csv_atomic, write_json_atomic
 
@@ -116,11 +116,11 @@ class Deployer:
     def _constraints(self, budgets: Budgets, table, latency_limit: float | None) -> list[Constraint]:
         out = []
         if budgets.latency:
-            out.append(Constraint("latency_ms", table.predict, latency_limit or budgets.latency.value))
+            out.append(Constraint("latency", table.predict, latency_limit or budgets.latency.value, " ms"))
         if budgets.flops:
-            out.append(Constraint("flops", self.costs.flops, budgets.flops.value))
+            out.append(Constraint("FLOPs", self.costs.flops, budgets.flops.value))
         if budgets.params:
-            out.append(Constraint("params", self.costs.params, budgets.params.value))
+            out.append(Constraint("parameters", self.costs.params, budgets.params.value))
         return out
 
     def _search(self, device_name: str, constraints: list[Constraint]) -> SearchResult:
@@ -134,7 +134,10 @@ class Deployer:
                     bar.set_postfix_str(f"best upem {min(c.upem for c in self.scorer.cache.values()):.4f}")
                 return value
 
-            result = evolutionary_search(self.bank.space, fitness, constraints, s, progress=bar.update)
+            try:
+                result = evolutionary_search(self.bank.space, fitness, constraints, s, progress=bar.update)
+            except InfeasibleBudget as err:
+                raise InfeasibleBudget(f"{device_name}: {err}") from None
         return result
 
     # -- one device

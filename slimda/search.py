@@ -18,9 +18,10 @@ from slimda.space import WidthConfig, WidthSpace
 
 @dataclass(frozen=True)
 class Constraint:
-    name: str  # e.g. "latency_ms", "flops", "params"
+    name: str  # e.g. "latency", "flops", "params"
     predict: Callable[[WidthConfig], float]
     limit: float
+    unit: str = ""  # printed after values in messages, e.g. " ms"
 
     def allows(self, config: WidthConfig) -> bool:
         return self.predict(config) <= self.limit
@@ -61,10 +62,14 @@ def _check_reachable(space: WidthSpace, constraints: Sequence[Constraint]) -> No
     if feasible(smallest, constraints):
         return
     over = [c for c in constraints if not c.allows(smallest)]
-    parts = [f"{c.name} {c.limit:g} asked, but the smallest sub-network needs {c.predict(smallest):.4g}"
-             for c in over]
+    parts = [f"{c.name} {_number(c.limit)}{c.unit} asked, but the smallest sub-network ({smallest.id}) needs "
+             f"{_number(c.predict(smallest))}{c.unit}" for c in over]
     raise InfeasibleBudget("no sub-network of the bank meets the budget: " + "; ".join(parts)
                            + ". Raise the budget, or train a bank with smaller widths (--widths).")
+
+
+def _number(value: float) -> str:
+    return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
 
 
 def evolutionary_search(

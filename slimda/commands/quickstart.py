@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "sub-network's predicted latency (default: 0.5)")
     parser.add_argument("--fit-configs", type=int, default=20,
                         help="whole sub-networks timed per lookup table for its correction (default: 20)")
+    parser.add_argument("--bench-configs", type=int, default=60,
+                        help="random sub-networks in the reports besides the uniform widths (default: 60)")
+    parser.add_argument("--min-time", type=float, default=0.3, metavar="SECONDS",
+                        help="time each lookup-table entry for at least this long (default: 0.3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of training, search and reports (default: 0)")
     parser.add_argument("--fresh", action="store_true", help="start over: ignore what --out already holds")
 
@@ -45,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.budget_fraction <= 1:
         raise ConfigError(f"--budget-fraction must be in (0, 1], got {args.budget_fraction}")
+    if args.min_time < 0:
+        raise ConfigError(f"--min-time must be 0 or more, got {args.min_time}")
     if args.iters < 1:
         raise ConfigError(f"--iters must be positive, got {args.iters}")
     out = Path(args.out)
@@ -56,13 +62,14 @@ def run(args: argparse.Namespace) -> int:
     _stage(1, f"train digits-cnn on mnist → digits ({args.iters} steps)")
     train(run_dir, args.iters, args.seed, args.fresh)
     _stage(2, f"latency lookup tables: {', '.join(devices)}")
-    profile(run_dir, devices, args.fit_configs, args.seed)
+    profile(run_dir, devices, args.fit_configs, args.seed, args.min_time)
     _stage(3, "deploy under a latency budget inside each device's range")
     deployments, scorer, bank, meta = deploy(run_dir, out / "deploy", devices, args.budget_fraction, args.seed)
     _stage(4, "reports and plots")
     from slimda.commands.bench import bench_devices
 
-    written = bench_devices(bank, meta, run_dir, scorer, devices, out / "deploy", out / "bench", 60, args.seed)
+    written = bench_devices(bank, meta, run_dir, scorer, devices, out / "deploy", out / "bench",
+                            args.bench_configs, args.seed)
     summarise(out, deployments, run_dir, written, time.perf_counter() - started)
     return 0
 
@@ -98,7 +105,7 @@ def train(run_dir: Path, iters: int, seed: int, fresh: bool) -> None:
     say(f"trained {summary['steps']} steps in {summary['train_seconds']:.0f} s")
 
 
-def profile(run_dir: Path, devices: list[str], fit_configs: int, seed: int) -> None:
+def profile(run_dir: Path, devices: list[str], fit_configs: int, seed: int, min_time: float) -> None:
     """Each device's lookup table (``build_table`` resumes a partial one and re-times nothing it holds)."""
     from slimda.bank import load_bank
     from slimda.data import Preprocessing
@@ -107,7 +114,7 @@ def profile(run_dir: Path, devices: list[str], fit_configs: int, seed: int) -> N
 
     bank, meta = load_bank(run_dir)
     size = Preprocessing.from_dict(meta["preprocessing"]).size
-    options = MeasureOptions(min_time_s=0.3, min_runs=50)
+    options = MeasureOptions(min_time_s=min_time, min_runs=50)
     for name in devices:
         build_table(bank, name, options, table_path(run_dir, name), resolution=size, fit_configs=fit_configs,
                     seed=seed)

@@ -1,0 +1,268 @@
+"""slimda deploy / bench / quickstart on a tiny bank: export parity, manifests, artefacts, CLI errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import randomise_batchnorm
+
+from slimda.bank import ModelBank, save_bank
+from slimda.budget import parse_count, parse_latency
+from slimda.cli import main
+from slimda.deploy import Budgets, Deployer, DeployOptions
+from slimda.errors import ConfigError
+from slimda.evaluate import TargetScorer, load_target_images
+from slimda.export.manifest import missing_keys, sha256_file
+from slimda.export.onnx_export import PARITY_TOLERANCE, onnx_opset
+from slimda.latency_table import load_table
+from slimda.profilers.measurement import Measurement, MeasureOptions
+from slimda.profilers.stats import LatencyStats
+from slimda.reports import pareto_front
+from slimda.search import SearchSettings
+
+PREP = {"size": [28, 28], "channels": 1, "mean": [0.5], "std": [0.5]}
+FAST_MEASURE = ["--warmup", "1", "--min-runs", "5", "--min-time", "0"]
+FAST_OPTIONS = MeasureOptions(warmup=1, min_runs=5, min_time_s=0.0)
+SMALL_SEARCH = SearchSettings(population=8, generations=2, mutations=4, crossovers=4)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """An untrained (BN-randomised) digits-cnn bank with a coarse width grid and a real ORT lookup table."""
+    run = tmp_path_factory.mktemp("deploy") / "run"
+    bank = ModelBank("digits-cnn", 10, 1, ratios=(0.5, 0.75, 1.0))
+    randomise_batchnorm(bank, seed=3)
+    save_bank(bank, run / "bank.pt", class_names=[str(i) for i in range(10)], preprocessing=PREP, test_head="ca")
+    code = main(["profile", "--device", "cpu-onnxruntime", "--bank", str(run), "--fit-configs", "3", *FAST_MEASURE])
+    assert code == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def target(run_dir):
+    from slimda.bank import load_bank
+
+    bank, meta = load_bank(run_dir)
+    return bank, meta, load_target_images("digits", meta, calibration_images=64, score_images=96)
+
+
+def deployer(run_dir, target, out, **options) -> Deployer:
+    bank, meta, images = target
+    scorer = TargetScorer(bank, images, "ca")
+    opts = DeployOptions(measure_options=FAST_OPTIONS, settings=SMALL_SEARCH, progress=False, **options)
+    return Deployer(bank, meta, run_dir, scorer, out, opts, run_dir / "bank.pt")
+
+
+def mid_budget(run_dir, bank) -> float:
+    table = load_table(run_dir, "cpu-onnxruntime")
+    low, high = table.predict(bank.space.smallest()), table.predict(bank.space.largest())
+    return low + 0.6 * (high - low)
+
+
+def test_deployed_onnx_matches_the_extracted_network_and_the_manifest_is_complete(run_dir, target, tmp_path):
+    bank, meta, images = target
+    budget = mid_budget(run_dir, bank)
+    d = deployer(run_dir, target, tmp_path / "out").deploy("cpu-onnxruntime",
+                                                         Budgets(latency=parse_latency(f"{budget}ms")))
+    m = d.manifest
+    assert missing_keys(m) == []
+    assert m["predicted_latency_ms"] <= budget and m["measured_latency_ms"] > 0
+    assert m["class_names"] == [str(i) for i in range(10)] and m["input_shape"] == [1, 1, 28, 28]
+    assert m["mean"] == [0.5] and m["std"] == [0.5] and m["channels"] == 1
+    assert m["versions"]["onnxruntime"] and m["versions"]["torch"]
+    folder = tmp_path / "out" / "cpu-onnxruntime"
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.onnx"]
+    assert json.loads((folder / "manifest.json").read_text())["config_id"] == m["config_id"]
+    for name, record in m["files"].items():
+        assert sha256_file(folder / name) == record["sha256"]
+    assert onnx_opset(folder / "model.onnx") == 17
+
+    # independent parity check: the ONNX file against the PyTorch network extracted the same way
+    import onnxruntime as ort
+
+    net = deployer(run_dir, target, tmp_path / "x").extract_calibrated(bank.space.from_id(m["config_id"]))
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for x in torch.cat(images.images)[:6].split(1):
+        expected = net(x).detach().numpy()
+        got = session.run(None, {"input": x.numpy()})[0]
+        worst = max(worst, float(np.abs(got - expected).max()) / max(1.0, float(np.abs(expected).max())))
+    assert worst <= PARITY_TOLERANCE and m["onnx_parity"] <= PARITY_TOLERANCE
+    # BN was recalibrated on target images: the deployed net is not the bank's stored statistics
+    with torch.no_grad():
+        stored = bank.extract(bank.space.from_id(m["config_id"]), head="ca").eval()
+        assert not torch.allclose(stored(torch.cat(images.images)[:4]), net(torch.cat(images.images)[:4]))
+
+    with (tmp_path / "out" / "deploy_report.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 1 and rows[0]["config_id"] == m["config_id"] and rows[0]["within_budget"] in ("True", "False")
+
+
+def test_openvino_ir_and_ort_format_artefacts_run_and_agree(run_dir, target, tmp_path):
+    import onnxruntime as ort
+    import openvino as ov
+
+    dep = deployer(run_dir, target, tmp_path / "fleet")
+    budgets = Budgets(flops=parse_count("5M", "flops"), params=parse_count("150k", "params"))
+    results = [dep.deploy(name, budgets) for name in ("cpu-openvino", "ort-mobile")]
+    assert results[0].manifest["config_id"] == results[1].manifest["config_id"]  # same budgets, same UPEM
+    for d in results:
+        assert d.manifest["flops_m"] <= 5 and d.manifest["params_m"] <= 0.15
+        assert d.manifest["predicted_latency_ms"] is None  # no table for these devices: nothing predicted
+    x = torch.cat(target[2].images)[:1].numpy()
+    reference = ort.InferenceSession(str(tmp_path / "fleet" / "cpu-openvino" / "model.onnx"),
+                                     providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    compiled = ov.Core().compile_model(str(tmp_path / "fleet" / "cpu-openvino" / "model.xml"), "CPU",
+                                       {"INFERENCE_PRECISION_HINT": "f32"})
+    np.testing.assert_allclose(compiled(x)[0], reference, rtol=1e-4, atol=1e-4)
+    ort_file = tmp_path / "fleet" / "ort-mobile" / "model.ort"
+    assert results[1].manifest["artifact"]["ort_target_platform"] == "arm"
+    got = ort.InferenceSession(str(ort_file), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4)
+    with (tmp_path / "fleet" / "deploy_report.csv").open() as fh:
+        assert [r["device"] for r in csv.DictReader(fh)] == ["cpu-openvino", "ort-mobile"]
+
+
+def test_measured_over_budget_searches_again_under_a_tighter_limit(run_dir, target, tmp_path, monkeypatch):
+    bank = target[0]
+    budget = mid_budget(run_dir, bank)
+    table = load_table(run_dir, "cpu-onnxruntime")
+
+    exported = []
+    export = Deployer._export
+
+    def remember(self, config, *args):
+        exported.append(config)
+        return export(self, config, *args)
+
+    def slow_device(self, onnx_path, device, opts):  # the device runs 30 % slower than the table says
+        ms = table.predict(exported[-1]) * 1.3
+        return Measurement("cpu-onnxruntime", "onnxruntime", "fake", "fp32", 1, 1, "1x1x28x28", "test",
+                           LatencyStats(p50=ms, p90=ms, mean=ms, runs=5))
+
+    monkeypatch.setattr(Deployer, "_export", remember)
+    monkeypatch.setattr(Deployer, "_measure", slow_device)
+    d = deployer(run_dir, target, tmp_path / "retry", retries=3).deploy(
+        "cpu-onnxruntime", Budgets(latency=parse_latency(f"{budget}ms")))
+    attempts = d.manifest["attempts"]
+    assert len(attempts) >= 2
+    assert attempts[0]["measured_latency_ms"] > budget
+    assert attempts[1]["latency_limit_ms"] < budget  # the second search asked for less than the budget
+    last = attempts[-1]
+    assert d.manifest["within_budget"] == (last["measured_latency_ms"] <= budget)
+    assert d.manifest["config_id"] == last["config_id"]
+
+
+def test_budgets_need_one_limit():
+    with pytest.raises(ConfigError, match="at least one budget"):
+        Budgets()
+
+
+def test_pareto_front():
+    points = [(1, 5), (2, 3), (3, 4), (4, 1), (2, 6), (5, 1)]
+    assert pareto_front(points) == [True, True, False, True, False, False]
+
+
+# ------------------------------------------------------------------------------------- CLI, as a user runs it
+
+def slimda(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "slimda.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=600, cwd=cwd)
+
+
+def test_deploy_and_bench_commands_end_to_end(run_dir, tmp_path):
+    bank = target_bank(run_dir)
+    budget = f"{mid_budget(run_dir, bank):.4f} ms"
+    out = tmp_path / "fleet"
+    done = slimda("deploy", "--bank", str(run_dir), "--target", "digits", "--latency", budget, "--device",
+                  "cpu-onnxruntime,cpu-openvino", "--out", str(out), "--calibration-images", "64",
+                  "--score-images", "96", "--population", "8", "--generations", "2", *FAST_MEASURE)
+    # cpu-openvino has no table: the fleet stops there with how to build it, after deploying cpu-onnxruntime
+    assert done.returncode == 2, done.stderr
+    assert "no latency table for device cpu-openvino" in done.stderr
+    assert f"slimda-profile --device cpu-openvino --bank {run_dir}" in done.stderr
+    assert (out / "cpu-onnxruntime" / "manifest.json").is_file()
+    done = slimda("deploy", "--bank", str(run_dir), "--target", "digits", "--latency", budget, "--out", str(out),
+                  "--calibration-images", "64", "--score-images", "96", "--population", "8", "--generations", "2",
+                  *FAST_MEASURE)
+    assert done.returncode == 0, done.stderr
+    assert "cpu-onnxruntime" in done.stdout and "measured_ms" in done.stdout
+    bench = slimda("bench", "--bank", str(run_dir), "--target", "digits", "--deployments", str(out), "--configs",
+                   "8", "--calibration-images", "64", "--score-images", "96", "--out", str(tmp_path / "bench"))
+    assert bench.returncode == 0, bench.stderr
+    with (tmp_path / "bench" / "cpu-onnxruntime.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    deployed = json.loads((out / "cpu-onnxruntime" / "manifest.json").read_text())["config_id"]
+    assert any(r["config_id"] == deployed and r["kind"] == "deployed" for r in rows)
+    assert any(r["pareto_upem"] == "True" for r in rows) and all(r["target_acc"] for r in rows)
+    assert (tmp_path / "bench" / "cpu-onnxruntime.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def target_bank(run_dir):
+    from slimda.bank import load_bank
+
+    return load_bank(run_dir)[0]
+
+
+def test_deploy_errors_are_clear(run_dir, tmp_path):
+    common = ["--target", "digits", "--calibration-images", "32", "--score-images", "32", *FAST_MEASURE]
+    cases = [
+        (["--bank", str(run_dir), "--latency", "0.000001ms", *common],
+         ["no sub-network of the bank meets the budget", "smallest sub-network", " ms"]),
+        (["--bank", str(run_dir), "--latency", "fast", *common], ["cannot read latency budget 'fast'"]),
+        (["--bank", str(run_dir), *common], ["give at least one budget"]),
+        (["--bank", str(run_dir), "--latency", "1ms", "--device", "cpu-tpu", *common], ["unknown device"]),
+        (["--bank", str(run_dir), "--latency", "1ms", "--target", str(tmp_path / "missing"),
+          "--calibration-images", "32"], ["missing"]),
+        (["--bank", str(tmp_path / "nobank"), "--latency", "1ms", *common], ["no model bank at"]),
+    ]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases.append((["--bank", str(run_dir), "--latency", "1ms", "--target", str(empty)], [str(empty)]))
+    evil = tmp_path / "evil" / "bank.pt"
+    evil.parent.mkdir()
+    marker = tmp_path / "pwned"
+    evil.write_bytes(pickle.dumps(Exploit(str(marker))))
+    cases.append((["--bank", str(evil.parent), "--latency", "1ms", *common], ["is not a slimda model bank"]))
+    for argv, expected in cases:
+        done = slimda("deploy", *argv)
+        assert done.returncode == 2, (argv, done.stderr)
+        assert "Traceback" not in done.stderr, done.stderr
+        for text in expected:
+            assert text in done.stderr, (argv, done.stderr)
+    assert not marker.exists()  # the pickled object in the fake bank never ran
+
+
+class Exploit:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_quickstart_runs_end_to_end_and_reuses_finished_stages(tmp_path, capsys):
+    argv = ["quickstart", "--out", str(tmp_path / "qs"), "--iters", "3", "--fit-configs", "2", "--device",
+            "cpu-onnxruntime", "--min-time", "0.005", "--bench-configs", "3"]
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    assert "cpu-onnxruntime" in out.out and "within_budget" in out.out
+    with (tmp_path / "qs" / "summary.csv").open() as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert float(row["predicted_ms"]) <= float(row["budget_ms"])
+    for name in ("run/bank.pt", "run/eval.csv", "run/latency/cpu-onnxruntime.csv", "deploy/deploy_report.csv",
+                 "deploy/cpu-onnxruntime/manifest.json", "bench/cpu-onnxruntime.png"):
+        assert (tmp_path / "qs" / name).is_file(), name
+    assert main(argv) == 0  # a second run reuses the bank and the table
+    err = capsys.readouterr().err
+    assert "reusing the finished run" in err and "0 entries timed" in err
