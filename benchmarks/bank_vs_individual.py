@@ -46,7 +46,7 @@ def train_and_score(cfg: TrainConfig, run_dir: Path, widths: dict[str, float],
     started = time.perf_counter()
     trainer.fit(force=True)
     seconds = time.perf_counter() - started
-    bank = trainer.bank.eval()
+    bank = trainer.bank.cpu().eval()  # scored on the CPU, wherever it was trained
     n_cal = min(cfg.eval_calibration_images, len(trainer.target_ds))
     order = torch.randperm(len(trainer.target_ds), generator=torch.Generator().manual_seed(cfg.seed))
     calibration = [x for x, _ in image_batches(trainer.target_ds, 256, order[:n_cal].tolist())]
@@ -96,7 +96,8 @@ def main() -> None:
                 scored, seconds = future.result()
                 method = run_name if run_name.startswith(("a_", "b_")) else run_name.rsplit("_", 1)[0]
                 for r in scored:
-                    rows.append({"seed": seed, "method": method, "width": float(r["config"]), "head": r["head"],
+                    rows.append({"seed": seed, "method": method, "run": run_name, "width": float(r["config"]),
+                                 "head": r["head"],
                                  "target_acc": r["target_acc"], "train_seconds": round(seconds, 2),
                                  "iters": args.iters, "objective": args.objective,
                                  "target_labeled": args.target_labeled, "jobs": args.jobs,
@@ -109,7 +110,8 @@ def main() -> None:
     summary["mean"] = (summary["mean"] * 100).round(2)
     summary["std"] = (summary["std"] * 100).round(2)
     summary = summary.rename(columns={"mean": "target_acc_pct_mean", "std": "target_acc_pct_std"})
-    times = table.drop_duplicates(["seed", "method", "width"]).groupby(["seed", "method"])["train_seconds"].sum()
+    # one training run per (seed, run): a bank's four width rows share one run, (c)'s widths are four runs
+    times = table.drop_duplicates(["seed", "run"]).groupby(["seed", "method"])["train_seconds"].sum()
     times = times.groupby("method").mean()
     summary["train_seconds_mean"] = summary["method"].map(times).round(1)
     write_csv_atomic(RESULTS / f"{name}_summary.csv", summary.to_dict("records"))

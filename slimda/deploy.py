@@ -188,6 +188,8 @@ class Deployer:
             # over budget: tighten the predicted limit by how far the prediction was off, then search again
             ratio = budgets.latency.value / measured.stats.p50  # type: ignore[union-attr]
             latency_limit = min(latency_limit or budgets.latency.value, predicted or latency_limit) * ratio * 0.98
+            # never below the smallest sub-network: it is the last thing left to try
+            latency_limit = max(latency_limit, table.predict(self.bank.space.smallest()))
             say(f"{device.name}: {config.id} measured {measured.stats.p50:.4g} ms, over the {budgets.latency.text} "
                  f"budget (predicted {predicted:.4g} ms); searching again under {latency_limit:.4g} ms predicted")
         append_report(self.out_dir / REPORT_NAME, _report_row(manifest, final))

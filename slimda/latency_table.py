@@ -2,7 +2,7 @@
 
 A table is built for one (bank width space, device, input resolution, batch) and is one flat CSV:
 
-- ``block`` rows: one top-level block of the backbone (``SlimBackbone.blocks()``, plus the classifier head)
+- ``block`` rows: one top-level block of the backbone (its ``timing_blocks()``, plus the classifier head)
   exported alone at fixed widths and timed. The key names the block by its absolute shapes,
   ``<arch>.<class>(<ops>)|in=C|mid=C|out=C|s=S|hw=HxW`` (input channels, inner width, output channels,
   spatial stride, input size), so blocks at different positions with the same shapes share one entry.
@@ -193,7 +193,7 @@ def plan_for(bank: ModelBank, resolution: tuple[int, int], batch: int = 1) -> Ne
     prev = Channels(None, bank.in_channels)
     try:
         set_widths(bank, bank.space.largest().as_dict())
-        for name, block in bank.backbone.blocks():
+        for name, block in bank.backbone.timing_blocks():
             hw = (int(x.shape[2]), int(x.shape[3]))
             x = block(x)
             stride = max(1, round(hw[0] / int(x.shape[2])))
@@ -231,7 +231,7 @@ def static_block(bank: ModelBank, plan: NetPlan, slot: BlockSlot, config: WidthC
         if slot.name == "head":
             module = to_static(bank.head_a)
         else:
-            module = to_static(dict(bank.backbone.blocks())[slot.name])
+            module = to_static(dict(bank.backbone.timing_blocks())[slot.name])
     finally:
         set_widths(bank, bank.config.as_dict())
     return module.eval()

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import randomise_batchnorm
 
+from conftest import randomise_batchnorm
 from slimda.bank import ModelBank, save_bank
 from slimda.budget import parse_count, parse_latency
 from slimda.cli import main

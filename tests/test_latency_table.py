@@ -1,5 +1,5 @@
 """Latency lookup tables: block plans, a real build on ONNX Runtime, CSV round trip, resume after an
-interruption, failure rows, the ``slimda profile --bank`` command, and ``blocks()`` of every backbone."""
+interruption, failure rows, the ``slimda profile --bank`` command, and ``timing_blocks()`` of every backbone."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-# ---------------------------------------------------------------------------------------------- blocks()
+# --------------------------------------------------------------------------------------- timing_blocks()
 
 @pytest.mark.parametrize("arch", list_backbones())
 def test_blocks_compose_to_forward(arch):
@@ -54,10 +54,10 @@ def test_blocks_compose_to_forward(arch):
         for backbone in (bank.backbone, net.backbone):  # the slimmable bank and the static extraction
             y = x
             with torch.no_grad():
-                for _name, block in backbone.blocks():
+                for _name, block in backbone.timing_blocks():
                     y = block(y)
                 assert torch.allclose(torch.flatten(y, 1), backbone(x), atol=1e-5)
-        names = [n for n, _ in net.backbone.blocks()]
+        names = [n for n, _ in net.backbone.timing_blocks()]
         assert len(names) == len(set(names)) >= 4
 
 

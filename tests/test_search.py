@@ -88,7 +88,8 @@ def test_several_constraints_at_once(space):
 
 def test_infeasible_budget_stops_and_names_the_cheapest_reachable_cost(space):
     calls = []
-    with pytest.raises(InfeasibleBudget, match=r"latency_ms 1 asked, but the smallest sub-network \([0-9-]+\) needs 4\.48"):
+    expected = r"latency_ms 1 asked, but the smallest sub-network \([0-9-]+\) needs 4\.48"
+    with pytest.raises(InfeasibleBudget, match=expected):
         evolutionary_search(space, lambda c: calls.append(c) or 0.0,
                             [Constraint("latency_ms", fake_latency, 1.0)])
     assert not calls

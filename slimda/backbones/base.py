@@ -39,7 +39,7 @@ class SlimBackbone(nn.Module):
     # Keys of torchvision's classifier, dropped when loading its state dict (the bank has its own heads).
     torchvision_classifier_prefix: str | None = None
 
-    def blocks(self) -> list[tuple[str, nn.Module]]:
+    def timing_blocks(self) -> list[tuple[str, nn.Module]]:
         """The top-level blocks in order: applying them in sequence, then flattening, equals ``forward``.
 
         Latency tables time each block alone (keyed by its shapes). Works on the extracted static network

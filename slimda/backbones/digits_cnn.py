@@ -52,13 +52,10 @@ class DigitsCNN(SlimBackbone):
         self.feature_site = prev_site
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The Sequential is registered as ``blocks`` (the state-dict name), which the ``blocks()`` method
-        # shadows as an attribute, so it is reached through ``_modules``.
-        return torch.flatten(self.pool(self._modules["blocks"](self.stem(x))), 1)
+        return torch.flatten(self.pool(self.blocks(self.stem(x))), 1)
 
-    def blocks(self) -> list[tuple[str, nn.Module]]:
-        stages = self._modules["blocks"]
-        return [("stem", self.stem), *((f"blocks.{i}", b) for i, b in enumerate(stages)), ("pool", self.pool)]
+    def timing_blocks(self) -> list[tuple[str, nn.Module]]:
+        return [("stem", self.stem), *((f"blocks.{i}", b) for i, b in enumerate(self.blocks)), ("pool", self.pool)]
 
 
 @register("digits-cnn")

@@ -88,7 +88,7 @@ class SlimMobileNetV2(SlimBackbone):
         x = nn.functional.adaptive_avg_pool2d(self.features(x), (1, 1))
         return torch.flatten(x, 1)
 
-    def blocks(self) -> list[tuple[str, nn.Module]]:
+    def timing_blocks(self) -> list[tuple[str, nn.Module]]:
         return [*((f"features.{i}", m) for i, m in enumerate(self.features)), ("pool", nn.AdaptiveAvgPool2d((1, 1)))]
 
 

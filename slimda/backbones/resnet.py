@@ -112,7 +112,7 @@ class SlimResNet(SlimBackbone):
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return torch.flatten(self.avgpool(x), 1)
 
-    def blocks(self) -> list[tuple[str, nn.Module]]:
+    def timing_blocks(self) -> list[tuple[str, nn.Module]]:
         stem = nn.Sequential(self.conv1, self.bn1, self.relu, self.maxpool)
         stages = [(f"layer{s}.{i}", b) for s in range(1, 5) for i, b in enumerate(getattr(self, f"layer{s}"))]
         return [("stem", stem), *stages, ("avgpool", self.avgpool)]
