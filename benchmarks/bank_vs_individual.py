@@ -66,9 +66,14 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="training device: auto, cpu, cuda")
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side in worker processes")
     parser.add_argument("--name", default=None, help="CSV name (default: bank_vs_individual[_objective][_N])")
+    parser.add_argument("--summarise-only", action="store_true",
+                        help="only rewrite NAME_summary.csv from the per-run NAME.csv already in results/")
     args = parser.parse_args()
     name = args.name or "bank_vs_individual" + (f"_{args.objective}" if args.objective != "symnet" else "") + (
         f"_{args.target_labeled}labeled" if args.target_labeled else "")
+    if args.summarise_only:
+        summarise(pd.read_csv(RESULTS / f"{name}.csv"), name)
+        return
     base = dict(iters=args.iters, objective=args.objective, target_labeled=args.target_labeled, device=args.device)
     rows, tasks = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,10 +111,18 @@ def main() -> None:
     table = pd.DataFrame(rows)
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_csv_atomic(RESULTS / f"{name}.csv", rows)
+    summarise(table, name)
+
+
+def summarise(table: pd.DataFrame, name: str) -> None:
+    """NAME_summary.csv: mean ± std over seeds per method, width and head, and training seconds per seed."""
     summary = (table.groupby(["method", "width", "head"])["target_acc"].agg(["mean", "std"]).reset_index())
     summary["mean"] = (summary["mean"] * 100).round(2)
     summary["std"] = (summary["std"] * 100).round(2)
     summary = summary.rename(columns={"mean": "target_acc_pct_mean", "std": "target_acc_pct_std"})
+    if "run" not in table:  # CSVs written before the run column: a bank is one run, (c)/(d) one per width
+        bank = table["method"].str.startswith(("a_", "b_"))
+        table = table.assign(run=table["method"].where(bank, table["method"] + "_" + table["width"].astype(str)))
     # one training run per (seed, run): a bank's four width rows share one run, (c)'s widths are four runs
     times = table.drop_duplicates(["seed", "run"]).groupby(["seed", "method"])["train_seconds"].sum()
     times = times.groupby("method").mean()
@@ -117,9 +130,8 @@ def main() -> None:
     write_csv_atomic(RESULTS / f"{name}_summary.csv", summary.to_dict("records"))
     print_table(summary.to_dict("records"))
     alone = times[[m for m in times.index if m.startswith("c_")]].sum()
-    print(f"training time: bank (a) {times['a_slimda_bank']:.0f} s vs the four widths alone (c) {alone:.0f} s "
-          f"(ratio {times['a_slimda_bank'] / alone:.2f})")
-
+    print(f"training time per seed: bank (a) {times['a_slimda_bank']:.0f} s vs the four widths alone (c) "
+          f"{alone:.0f} s (ratio {times['a_slimda_bank'] / alone:.2f})")
 
 if __name__ == "__main__":
     main()

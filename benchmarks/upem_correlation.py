@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--configs", type=int, default=60)
     parser.add_argument("--bins", type=int, default=5, help="FLOPs bins for the regret (default: 5)")
     parser.add_argument("--target", default="digits")
+    parser.add_argument("--name", default="upem_correlation", help="CSV name (default: upem_correlation)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         run = args.bank
@@ -70,7 +71,8 @@ def main() -> None:
             row.update({f"upem_{d}": upem(probs, ref, d) for d in DISTANCES})
             rows.append(row)
     table = pd.DataFrame(rows)
-    write_csv_atomic(RESULTS / "upem_configs.csv", table.round(6).to_dict("records"))
+    configs_name = "upem_configs" + args.name.removeprefix("upem_correlation")
+    write_csv_atomic(RESULTS / f"{configs_name}.csv", table.round(6).to_dict("records"))
     summary = []
     for head, group in table.groupby("head"):
         group = group.copy()
@@ -87,9 +89,12 @@ def main() -> None:
                 "head": head, "distance": d, "configs": len(group), "spearman_rho": round(rho, 4),
                 "kendall_tau": round(tau, 4), "regret_pts_mean": round(100 * sum(regrets) / len(regrets), 3),
                 "regret_pts_max": round(100 * max(regrets), 3), "flops_bins": len(regrets),
+                # rank correlation only means something when the accuracies differ by more than a few images
+                "acc_spread_pts": round(100 * (group["target_acc"].max() - group["target_acc"].min()), 3),
+                "one_image_pts": round(100 / len(labels), 3), "bank": str(args.bank or f"trained {args.iters} steps"),
                 "machine": platform.node(),
             })
-    write_csv_atomic(RESULTS / "upem_correlation.csv", summary)
+    write_csv_atomic(RESULTS / f"{args.name}.csv", summary)
     print_table([{k: v for k, v in r.items() if k != "machine"} for r in summary])
 
 

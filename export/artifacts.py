@@ -23,6 +23,7 @@ from pathlib import Path
 from slimda.errors import SlimdaError
 from slimda.profilers.devices import DeviceProfile
 from slimda.profilers.measurement import MeasureOptions
+from slimda.tables import atomic_output
 
 
 @dataclass(frozen=True)
@@ -86,12 +87,8 @@ def _trtexec_engine(onnx_path: Path, device: DeviceProfile, out_dir: Path, optio
     from slimda.profilers.trtexec import build_engine
 
     final = out_dir / "model.engine"
-    partial = out_dir / f".model.engine.tmp-{os.getpid()}"
-    try:
+    with atomic_output(final) as partial:
         build = build_engine(onnx_path, device, options, local_engine=partial)
-        os.replace(partial, final)
-    finally:
-        partial.unlink(missing_ok=True)
     return Artifact("tensorrt-engine", final, notes={
         "tensorrt_version": build.trt_version, "precision": build.precision, "built_on": options.host or "",
         "remote_engine": build.remote_path, "build_command": build.command})
@@ -103,20 +100,12 @@ def _local_engine(onnx_path: Path, device: DeviceProfile, out_dir: Path, options
     precision = options.precision_for(device)
     engine = build_serialized_engine(onnx_path, precision, options.workspace_mib)
     final = out_dir / "model.engine"
-    partial = out_dir / f".model.engine.tmp-{os.getpid()}"
-    try:
+    with atomic_output(final) as partial:
         partial.write_bytes(engine)
-        os.replace(partial, final)
-    finally:
-        partial.unlink(missing_ok=True)
     return Artifact("tensorrt-engine", final, notes={"tensorrt_version": import_tensorrt().__version__,
                                                      "precision": precision})
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    partial = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_output(dst) as partial:
         shutil.copyfile(src, partial)
-        os.replace(partial, dst)
-    finally:
-        partial.unlink(missing_ok=True)

@@ -177,14 +177,10 @@ def save_bank(bank: ModelBank, path: str | os.PathLike, **metadata: object) -> N
 
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    from slimda.tables import atomic_output
+
+    with atomic_output(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_bank(path: str | os.PathLike) -> tuple[ModelBank, dict]:

@@ -113,6 +113,13 @@ class Deployer:
                 f"`slimda-profile --device {device.name} --bank {self.run_dir}`")
         return table
 
+    def _optional_table(self, device):
+        """The device's table when one fits this bank (latency is then predicted, not constrained)."""
+        try:
+            return self._table(device)
+        except SlimdaError:
+            return None
+
     def _constraints(self, budgets: Budgets, table, latency_limit: float | None) -> list[Constraint]:
         out = []
         if budgets.latency:
@@ -151,7 +158,7 @@ class Deployer:
         if device.is_jetson and not opts.host:
             raise ConfigError(f"{device.name}: the TensorRT engine is built on the Jetson and timed there: add "
                               "--host user@jetson (key login without a password)")
-        table = self._table(device) if budgets.latency else _optional_table(self.run_dir, device.name)
+        table = self._table(device) if budgets.latency else self._optional_table(device)
         batch = table.input_shape[0] if table is not None else 1
         input_shape = (batch, *self.input_chw)
         opts = replace(opts, batch=batch, resolution=None)
@@ -306,15 +313,6 @@ def deploy_fleet(deployer: Deployer, devices: Sequence[str], budgets: Budgets,
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-def _optional_table(run_dir: Path, device: str):
-    from slimda.latency_table import load_table
-
-    try:
-        return load_table(run_dir, device)
-    except SlimdaError:
-        return None
-
 
 def _round(value: float | None, digits: int = 6) -> float | None:
     return None if value is None else round(float(value), digits)

@@ -18,7 +18,7 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from slimda.upem import DEFAULT_DISTANCE, DISTANCES
+    from slimda.commands.eval import add_target_scoring_arguments
 
     parser.add_argument("--bank", required=True, metavar="RUN", help="run directory written by slimda-train")
     parser.add_argument("--target", required=True, metavar="DATA", help="target images: built-in name or folder")
@@ -30,12 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help="report folder (default: RUN/bench)")
     parser.add_argument("--configs", type=int, default=60, help="random sub-networks besides the uniform "
                         "widths (default: 60)")
-    parser.add_argument("--distance", choices=DISTANCES, default=DEFAULT_DISTANCE,
-                        help=f"UPEM distance (default: {DEFAULT_DISTANCE})")
-    parser.add_argument("--calibration-images", type=int, default=512,
-                        help="target images that recalibrate BatchNorm (default: 512)")
-    parser.add_argument("--score-images", type=int, default=1024,
-                        help="target images scored; 0 = all (default: 1024)")
+    add_target_scoring_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random sub-networks and images")
 
 

@@ -26,8 +26,8 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from slimda.bank import HEADS
+    from slimda.commands.eval import add_target_scoring_arguments
     from slimda.commands.profile import add_measure_arguments
-    from slimda.upem import DEFAULT_DISTANCE, DISTANCES
 
     what = parser.add_argument_group("what to deploy")
     what.add_argument("--bank", required=True, metavar="RUN", help="run directory written by slimda-train "
@@ -46,12 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     search = parser.add_argument_group("search")
     search.add_argument("--head", choices=HEADS, help="test-time head exported and scored (default: the bank's)")
-    search.add_argument("--distance", choices=DISTANCES, default=DEFAULT_DISTANCE,
-                        help=f"UPEM distance (default: {DEFAULT_DISTANCE})")
-    search.add_argument("--calibration-images", type=int, default=512,
-                        help="target images that recalibrate BatchNorm (default: 512)")
-    search.add_argument("--score-images", type=int, default=1024,
-                        help="target images UPEM is computed on; 0 = all (default: 1024)")
+    add_target_scoring_arguments(search)
     search.add_argument("--population", type=int, default=24, help="search population (default: 24)")
     search.add_argument("--generations", type=int, default=8, help="search generations (default: 8)")
     search.add_argument("--seed", type=int, default=0, help="seed of the search and of the image choice")

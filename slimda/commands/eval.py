@@ -17,7 +17,6 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from slimda.bank import HEADS
-    from slimda.upem import DEFAULT_DISTANCE, DISTANCES
 
     parser.add_argument("--bank", required=True, help="run directory or bank.pt written by slimda-train")
     parser.add_argument("--target", required=True, help="target images: a built-in name or a folder")
@@ -25,13 +24,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--config", action="append", metavar="ID", help="configuration id (repeatable)")
     which.add_argument("--width", action="append", type=float, metavar="R", help="uniform width ratio (repeatable)")
     parser.add_argument("--head", action="append", choices=HEADS, help="heads to report (default: all)")
-    parser.add_argument("--distance", choices=DISTANCES, default=DEFAULT_DISTANCE,
-                        help=f"UPEM distance (default: {DEFAULT_DISTANCE})")
-    parser.add_argument("--calibration-images", type=int, default=1024,
-                        help="target images used to recalibrate BatchNorm (default: 1024)")
+    add_target_scoring_arguments(parser, calibration_default=1024, score_images=False)
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
     parser.add_argument("--seed", type=int, default=0, help="seed choosing the calibration images (default: 0)")
     parser.add_argument("--csv", action="store_true", help="print CSV")
+
+
+def add_target_scoring_arguments(parser, calibration_default: int = 512, score_images: bool = True) -> None:
+    """How target images are used to score sub-networks (slimda eval, deploy and bench share these)."""
+    from slimda.upem import DEFAULT_DISTANCE, DISTANCES
+
+    parser.add_argument("--distance", choices=DISTANCES, default=DEFAULT_DISTANCE,
+                        help=f"UPEM distance (default: {DEFAULT_DISTANCE})")
+    parser.add_argument("--calibration-images", type=int, default=calibration_default,
+                        help=f"target images that recalibrate BatchNorm (default: {calibration_default})")
+    if score_images:
+        parser.add_argument("--score-images", type=int, default=1024,
+                            help="target images UPEM (and accuracy) are computed on; 0 = all (default: 1024)")
 
 
 def run(args: argparse.Namespace) -> int:
