@@ -14,16 +14,9 @@ from conftest import randomise_batchnorm
 from slimda.backbones import list_backbones
 from slimda.bank import ModelBank, save_bank
 from slimda.errors import SlimdaError
-from slimda.latency_table import (
-    TABLE_COLUMNS,
-    LatencyTable,
-    build_table,
-    fit_correction,
-    load_table,
-    plan_entries,
-    plan_for,
-    table_path,
-)
+from slimda.latency_build import build_table, plan_entries
+from slimda.latency_plan import plan_for
+from slimda.latency_table import TABLE_COLUMNS, LatencyTable, fit_correction, load_table, table_path
 from slimda.profilers import measurement
 from slimda.profilers.measurement import Measurement, MeasureOptions
 from slimda.profilers.stats import LatencyStats

@@ -327,13 +327,13 @@ def test_cli_unknown_device_and_missing_host(model):
         profile.run(_args("--device", "cpu-onnxruntime", "--onnx", str(model), "--resolution", "big"))
 
 
-def test_cli_bank_goes_to_latency_table(monkeypatch):
+def test_cli_bank_goes_to_latency_build(monkeypatch):
     from slimda.commands import profile
 
     seen = []
-    fake = types.ModuleType("slimda.latency_table")
+    fake = types.ModuleType("slimda.latency_build")
     fake.run_bank_profile = lambda args: seen.append((args.bank, args.device, args.validate)) or 0
-    monkeypatch.setitem(sys.modules, "slimda.latency_table", fake)
+    monkeypatch.setitem(sys.modules, "slimda.latency_build", fake)
     assert profile.run(_args("--device", "cpu-openvino", "--bank", "runs/x", "--validate", "5")) == 0
     assert seen == [("runs/x", "cpu-openvino", 5)]
     assert profile.parse_resolution("224x160") == (224, 160) and profile.parse_resolution("96") == (96, 96)

@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"choose a device with --device ({names}); --list-devices describes them")
     device = get_device(args.device)
     if args.bank or args.arch:
-        from slimda.latency_table import run_bank_profile
+        from slimda.latency_build import run_bank_profile
 
         return int(run_bank_profile(args) or 0)
     if not args.onnx:

@@ -109,7 +109,8 @@ def profile(run_dir: Path, devices: list[str], fit_configs: int, seed: int, min_
     """Each device's lookup table (``build_table`` resumes a partial one and re-times nothing it holds)."""
     from slimda.bank import load_bank
     from slimda.data import Preprocessing
-    from slimda.latency_table import build_table, table_path
+    from slimda.latency_build import build_table
+    from slimda.latency_table import table_path
     from slimda.profilers.measurement import MeasureOptions
 
     bank, meta = load_bank(run_dir)

@@ -1,0 +1,438 @@
+"""Building a latency table on a device (resumable, failures as rows), validating it on held-out
+sub-networks, and the ``slimda-profile --bank`` command. What the table is: slimda.latency_table.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from slimda.bank import ModelBank
+from slimda.console import one_torch_thread, progress_bar
+from slimda.errors import ConfigError, SlimdaError
+from slimda.latency_plan import BlockSlot, NetPlan, block_input_shape, plan_for, static_block
+from slimda.latency_table import (
+    TABLE_COLUMNS,
+    LatencyTable,
+    is_ok_row,
+    normalise_row,
+    read_rows,
+    table_path,
+)
+from slimda.profilers import measurement
+from slimda.profilers.devices import DeviceProfile, get_device
+from slimda.profilers.measurement import MeasureOptions
+from slimda.space import WidthConfig, WidthSpace
+
+HEAD = "ca"  # the test-time head whole networks are exported with (a Linear, like Ct and Cs)
+FIT_SEED_OFFSET = 0
+VALIDATION_SEED_OFFSET = 1_000_003  # held-out configurations never share the fit set's random stream
+
+
+class _RowLog:
+    """Append rows to the table file, flushed and synced one by one, so an interrupted build keeps them."""
+
+    def __init__(self, path: Path, rows: Sequence[Mapping[str, object]]) -> None:
+        from slimda.tables import write_csv_atomic
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if rows:
+            write_csv_atomic(path, [normalise_row(r) for r in rows])
+        else:
+            path.write_text(",".join(TABLE_COLUMNS) + "\n")
+        self.file = path.open("a", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=list(TABLE_COLUMNS), lineterminator="\n")
+
+    def append(self, row: Mapping[str, object]) -> None:
+        self.writer.writerow(normalise_row(row))
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def close(self) -> None:
+        self.file.close()
+
+
+# --------------------------------------------------------------------------------------------- building
+
+@dataclass(frozen=True)
+class Entry:
+    """One thing to time: a block key, or a whole network (``uniform``/``whole``) in round ``round``."""
+
+    kind: str
+    key: str
+    config: WidthConfig
+    slot: BlockSlot | None = None
+    round: int = 0
+
+
+def _bank_for(bank_or_space: ModelBank | WidthSpace, in_channels: int | None, num_classes: int) -> ModelBank:
+    if isinstance(bank_or_space, ModelBank):
+        return bank_or_space
+    space = bank_or_space
+    channels = in_channels or default_in_channels(space.arch)
+    return ModelBank(space.arch, num_classes, channels, space.ratios, space.multiple).eval()
+
+
+def default_in_channels(arch: str) -> int:
+    """Grey images for the digits CNN, RGB for the ImageNet backbones."""
+    return 1 if arch == "digits-cnn" else 3
+
+
+def fit_set(space: WidthSpace, fit_configs: int, seed: int) -> tuple[list[WidthConfig], list[WidthConfig]]:
+    """(uniform-width configurations, ``fit_configs`` random ones seeded by ``seed``)."""
+    uniform = list({c.id: c for c in (space.uniform(r) for r in space.ratios)}.values())
+    return uniform, space.sample_many(fit_configs, seed + FIT_SEED_OFFSET, exclude=uniform)
+
+
+def plan_entries(space: WidthSpace, plan: NetPlan, fit_configs: int, seed: int, enumerate_limit: int,
+                 whole_rounds: int = 1) -> list[Entry]:
+    """What a build times, in order. One segment per uniform / fit-set network: its new block keys, a
+    share of the remaining keys of the small slots, the network itself, and the later rounds of networks
+    a fraction of the build earlier or later. Blocks and wholes are thus timed under the same machine load
+    and each network's rounds lie far apart (their median evens out drift on a shared machine)."""
+    uniform, fit = fit_set(space, fit_configs, seed)
+    wholes = [("uniform", c) for c in uniform] + [("whole", c) for c in fit]
+    seen: set[str] = set()
+
+    def new_blocks(pairs: Iterable[tuple[BlockSlot, WidthConfig]]) -> list[Entry]:
+        out = []
+        for slot, config in pairs:
+            key = slot.key(config.as_dict())
+            if key not in seen:
+                seen.add(key)
+                out.append(Entry("block", key, config, slot))
+        return out
+
+    own = [new_blocks((slot, config) for slot in plan.slots) for _, config in wholes]
+    extra = new_blocks((slot, config) for slot in plan.slots if slot.possible_keys(space) <= enumerate_limit
+                       for config in _slot_configs(space, slot))
+    entries: list[Entry] = []
+    n = max(len(wholes), 1)
+    for i, (kind, config) in enumerate(wholes):
+        entries += own[i] + extra[i * len(extra) // n:(i + 1) * len(extra) // n]
+        entries.append(Entry(kind, config.id, config))
+        for r in range(1, whole_rounds):
+            j = (i + r * n // whole_rounds) % n
+            entries.append(Entry(wholes[j][0], wholes[j][1].id, wholes[j][1], round=r))
+    return entries
+
+
+def _slot_configs(space: WidthSpace, slot: BlockSlot) -> list[WidthConfig]:
+    """One configuration per combination of the slot's site widths (other sites at full width)."""
+    sites = list(dict.fromkeys(c.site for c in (slot.cin, slot.mid, slot.cout) if c.site))
+    base = space.largest().as_dict()
+    combos: list[dict[str, int]] = [{}]
+    for site in sites:
+        combos = [{**c, site: v} for c in combos for v in space.choices[site]]
+    return [space.config({**base, **c}) for c in combos]
+
+
+def _weights_mb(module: nn.Module) -> float:
+    return round(sum(p.numel() for p in module.parameters()) * 4 / 1e6, 6)
+
+
+class _Exporter:
+    """Exports entries to ONNX in a scratch folder; whole networks stay exported until their last round."""
+
+    def __init__(self, bank: ModelBank, plan: NetPlan, dev: DeviceProfile, folder: Path) -> None:
+        self.bank, self.plan, self.dev, self.folder = bank, plan, dev, folder
+        self.done: dict[tuple[str, str], tuple[Path, float]] = {}
+
+    def export(self, entry: Entry) -> tuple[Path, float]:
+        """(ONNX path, weight MB); raises ``SlimdaError`` when the export fails."""
+        from slimda.export.onnx_export import export_onnx
+
+        if (entry.kind, entry.key) in self.done:
+            return self.done[(entry.kind, entry.key)]
+        slug = "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in entry.key)[:150]
+        path = self.folder / f"{len(self.done):05d}-{entry.kind}-{slug}.onnx"
+        if entry.slot is not None:
+            module = static_block(self.bank, self.plan, entry.slot, entry.config)
+            shape = block_input_shape(self.plan, entry.slot, entry.config)
+        else:
+            module, shape = self.bank.extract(entry.config, head=HEAD), self.plan.input_shape
+        export_onnx(module, path, shape, self.dev.default_opset)
+        self.done[(entry.kind, entry.key)] = (path, _weights_mb(module))
+        return self.done[(entry.kind, entry.key)]
+
+    def release(self, entry: Entry) -> None:
+        path, _ = self.done.pop((entry.kind, entry.key), (None, 0.0))
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+
+def _time_entry(entry: Entry, exporter: _Exporter, options: MeasureOptions, last_use: bool) -> dict[str, object]:
+    """The entry's row: measured, or a failure row when its export or measurement fails."""
+    dev = exporter.dev
+    try:
+        path, mb = exporter.export(entry)
+    except SlimdaError as err:
+        return {**measurement.failure_row(dev, err, runtime=dev.runtime, options=options),
+                **_meta(entry, exporter.plan, dev)}
+    try:
+        row = measurement.measure_row(path, dev, options)
+    finally:
+        if last_use:
+            exporter.release(entry)
+    return {**row, **_meta(entry, exporter.plan, dev), "weights_mb": mb}
+
+
+def _meta(entry: Entry, plan: NetPlan, dev: DeviceProfile) -> dict[str, object]:
+    return {"entry_kind": entry.kind, "entry_key": entry.key,
+            "config_id": "" if entry.kind == "block" else entry.config.id,
+            "arch": plan.arch, "net_input_shape": plan.input_text, "num_classes": plan.num_classes,
+            "opset": dev.default_opset}
+
+
+def _check_same_table(rows: Sequence[Mapping[str, str]], plan: NetPlan, dev: DeviceProfile,
+                      options: MeasureOptions, path: Path) -> None:
+    threads = options.threads_for(dev)
+    wanted = {"device": dev.name, "arch": plan.arch, "net_input_shape": plan.input_text,
+              "num_classes": str(plan.num_classes), "opset": str(dev.default_opset),
+              "threads": "" if threads is None else str(threads)}
+    for row in rows:
+        found = {k: str(row[k]) for k in wanted}
+        if not (is_ok_row(row) and row["entry_kind"] != "correction"):
+            found["threads"] = wanted["threads"]  # failure rows record the requested threads, or none
+        if found != wanted:
+            raise SlimdaError(f"{path} holds a latency table for other settings ({found}, wanted {wanted}): "
+                              "pass another --out, or delete the file to rebuild it")
+
+
+def build_table(
+    bank_or_space: ModelBank | WidthSpace,
+    device: str | DeviceProfile,
+    options: MeasureOptions | None,
+    out_csv: str | os.PathLike,
+    *,
+    resolution: tuple[int, int] | None = None,
+    in_channels: int | None = None,
+    num_classes: int = 10,
+    fit_configs: int = 40,
+    whole_rounds: int = 3,
+    seed: int = 0,
+    enumerate_limit: int = 64,
+    correction_terms: str = "auto",
+    retry_failed: bool = False,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+) -> LatencyTable:
+    """Time what the table needs (resuming from ``out_csv``), fit the correction, write ``out_csv``.
+
+    The input shape is ``options.batch`` × the bank's channels × ``resolution`` (else ``options.resolution``,
+    else the backbone's default size). ``fit_configs`` random sub-networks (seeded by ``seed``) and the
+    uniform widths are timed whole, ``whole_rounds`` times each, for the correction. Entries already in
+    ``out_csv`` are skipped (failed ones too, unless ``retry_failed``); every new row is appended and
+    flushed at once, so an interrupted build loses at most the entry it was timing.
+    """
+    dev = get_device(device)
+    opts = options or MeasureOptions()
+    bank = _bank_for(bank_or_space, in_channels, num_classes)
+    space = bank.space if isinstance(bank_or_space, ModelBank) else bank_or_space
+    size = resolution or opts.resolution or (bank.backbone.default_input_size,) * 2
+    plan = plan_for(bank, (int(size[0]), int(size[1])), opts.batch)
+    path = Path(out_csv)
+    say = log or (lambda text: print(text, file=sys.stderr))
+
+    rows, intact = read_rows(path)
+    _check_same_table(rows, plan, dev, opts, path)
+    rows = [r for r in rows if r["entry_kind"] != "correction" and (not retry_failed or r["status"] != "failed")]
+    counts = Counter((r["entry_kind"], r["entry_key"]) for r in rows)
+    entries = plan_entries(space, plan, fit_configs, seed, enumerate_limit, whole_rounds)
+    todo = [e for e in entries if counts[(e.kind, e.key)] <= e.round]
+    if rows:
+        say(f"resuming {path}: {len(entries) - len(todo)} of {len(entries)} entries already measured"
+            + ("" if intact else " (dropped a half-written last line)"))
+    last_use = {(e.kind, e.key): i for i, e in enumerate(todo)}
+    measure_opts = replace(opts, resolution=None)  # every exported model has fixed shapes
+    started = time.perf_counter()
+    log_file = _RowLog(path, rows)
+    all_rows: list[dict[str, object]] = list(rows)
+    try:
+        with tempfile.TemporaryDirectory(prefix="slimda-lut-") as tmp, one_torch_thread(), \
+                progress_bar(len(todo), "latency table", "entry", progress) as bar:
+            exporter = _Exporter(bank, plan, dev, Path(tmp))
+            for i, entry in enumerate(todo):
+                bar.set_postfix_str(entry.key[:48], refresh=False)
+                row = _time_entry(entry, exporter, measure_opts, i == last_use[(entry.kind, entry.key)])
+                log_file.append(row)
+                all_rows.append(row)
+                bar.update(1)
+    finally:
+        log_file.close()
+    table = LatencyTable(all_rows, plan)
+    table.correction = table.fit_correction(correction_terms)
+    table.rows.append(normalise_row(_correction_row(table, all_rows, plan, dev)))
+    table.save(path)
+    c = table.correction
+    failed = sum(1 for r in all_rows if r["status"] == "failed")
+    say(f"latency table {path}: {len(todo)} entries timed in {time.perf_counter() - started:.1f} s "
+        f"({len(entries) - len(todo)} reused, {failed} failed); {len(table.block_ms)} block keys; correction "
+        f"{c.terms}: a={c.a:.4f} b={c.b:.4f} ms c={c.c:.5f} ms/MB over {c.points} networks "
+        f"(leave-one-out error {100 * c.loo_error:.1f} %)")
+    return table
+
+
+def _correction_row(table: LatencyTable, rows: Sequence[Mapping[str, object]], plan: NetPlan,
+                    dev: DeviceProfile) -> dict[str, object]:
+    c = table.correction
+    template = next((r for r in rows if is_ok_row(r)), {})
+    return {**{k: template.get(k, "") for k in ("device", "runtime", "runtime_version", "precision", "threads",
+                                                 "batch", "host")},
+            "device": dev.name, "entry_kind": "correction", "entry_key": c.terms, "coef_a": round(c.a, 6),
+            "coef_b_ms": round(c.b, 6), "coef_c_ms_per_mb": round(c.c, 6), "status": "ok",
+            "measured_at": measurement.now_iso(), "arch": plan.arch, "net_input_shape": plan.input_text,
+            "num_classes": plan.num_classes, "opset": dev.default_opset,
+            "notes": f"relative least squares over {c.points} measured whole networks (median of their rounds); "
+                     f"leave-one-out mean |error| {100 * c.loo_error:.2f} %"}
+
+
+# ------------------------------------------------------------------------------------------- validation
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Predicted vs measured latency of held-out random configurations (measured: median of rounds)."""
+
+    rows: list[dict[str, object]]
+    within_10: float
+    rmse_ms: float
+    spearman: float
+    count: int
+    with_fallback: int
+    repeatable: float  # share of networks whose every round lies within ±10 % of their median: the noise floor
+    drift: float  # the uniform-width networks now / in the table, median: how far the device moved since
+
+    def text(self) -> str:
+        return (f"{self.count} held-out configurations: {100 * self.within_10:.1f} % within ±10 %, "
+                f"RMSE {self.rmse_ms:.4f} ms, Spearman ρ {self.spearman:.3f}; {self.with_fallback} used the "
+                f"per-slot regression for unseen blocks; measurement repeatability {100 * self.repeatable:.0f} % "
+                f"(rounds within ±10 % of their median); uniform-width networks now {100 * (self.drift - 1):+.1f} % "
+                "against the table")
+
+
+def accuracy(predicted: Sequence[float], measured: Sequence[float]) -> tuple[float, float, float]:
+    """(share within ±10 % of measured, RMSE in ms, Spearman ρ)."""
+    from scipy.stats import spearmanr
+
+    p, m = np.asarray(predicted, dtype=float), np.asarray(measured, dtype=float)
+    if len(p) == 0:
+        return float("nan"), float("nan"), float("nan")
+    within = float(np.mean(np.abs(p - m) <= 0.1 * m))
+    rmse = float(np.sqrt(np.mean((p - m) ** 2)))
+    rho = float(spearmanr(p, m).statistic) if len(p) > 2 else float("nan")
+    return within, rmse, rho
+
+
+def validation_configs(space: WidthSpace, table: LatencyTable, count: int, seed: int = 0) -> list[WidthConfig]:
+    """``count`` random configurations outside the table's uniform and fit-set networks."""
+    exclude = [table.config(i) for i in table.uniform_ids | table.fit_ids]
+    return space.sample_many(count, seed + VALIDATION_SEED_OFFSET, exclude=exclude)
+
+
+def measure_configs(bank: ModelBank, plan: NetPlan, configs: Sequence[WidthConfig], device: str | DeviceProfile,
+                    options: MeasureOptions | None, rounds: int = 3,
+                    progress: bool | None = None) -> dict[str, list[dict[str, object]]]:
+    """Time whole networks end to end in ``rounds`` interleaved rounds: {config id: its rows}."""
+    dev = get_device(device)
+    opts = replace(options or MeasureOptions(), resolution=None)
+    out: dict[str, list[dict[str, object]]] = {c.id: [] for c in configs}
+    with tempfile.TemporaryDirectory(prefix="slimda-lut-val-") as tmp, \
+            progress_bar(rounds * len(configs), "validation", "run", progress) as bar, one_torch_thread():
+        exporter = _Exporter(bank, plan, dev, Path(tmp))
+        for r in range(rounds):
+            for config in configs:
+                out[config.id].append(_time_entry(Entry("whole", config.id, config, round=r), exporter, opts,
+                                                  last_use=r == rounds - 1))
+                bar.update(1)
+    return out
+
+
+def validate_table(table: LatencyTable, bank_or_space: ModelBank | WidthSpace, device: str | DeviceProfile,
+                   options: MeasureOptions | None, count: int, out_csv: str | os.PathLike | None = None, *,
+                   seed: int = 0, rounds: int = 3, progress: bool | None = None) -> ValidationReport:
+    """Time ``count`` held-out configurations end to end (median of ``rounds``) against the predictions.
+
+    The uniform-width networks are timed again in the same rounds: ``drift`` says how much faster or slower
+    the device runs now than when the table was built (a shared machine's load, thermal state, ...)."""
+    from slimda.tables import write_csv_atomic
+
+    bank = _bank_for(bank_or_space, table.input_shape[1], table.num_classes)
+    space = bank.space if isinstance(bank_or_space, ModelBank) else bank_or_space
+    configs = validation_configs(space, table, count, seed)
+    anchors = [table.config(i) for i in sorted(table.uniform_ids) if i in table.whole_ms]
+    measured = measure_configs(bank, table.plan, configs + anchors, device, options, rounds, progress)
+    now = [np.median([float(r["latency_ms_p50"]) for r in measured[a.id] if is_ok_row(r)]) / table.whole_ms[a.id]
+           for a in anchors if any(is_ok_row(r) for r in measured[a.id])]
+    rows: list[dict[str, object]] = []
+    repeatable = []
+    for config in configs:
+        pred = table.explain(config)
+        values = [float(r["latency_ms_p50"]) for r in measured[config.id] if is_ok_row(r)]  # type: ignore[arg-type]
+        errors = [str(r["error"]) for r in measured[config.id] if r.get("status") != "ok"]
+        ms = float(np.median(values)) if values else None
+        if values:
+            repeatable.append(all(abs(v / ms - 1) <= 0.1 for v in values))
+        rows.append({"config_id": config.id, "predicted_ms": round(pred.latency_ms, 6),
+                     "measured_ms": "" if ms is None else round(ms, 6),
+                     "error_pct": "" if ms is None else round(100 * (pred.latency_ms / ms - 1), 2),
+                     "fallback_blocks": pred.fallback_blocks, "source": pred.source, "rounds": len(values),
+                     "round_ms": " ".join(f"{v:.4f}" for v in values),
+                     "status": "ok" if values else "failed", "error": errors[0] if errors else ""})
+    good = [r for r in rows if r["status"] == "ok"]
+    within, rmse, rho = accuracy([float(r["predicted_ms"]) for r in good],  # type: ignore[arg-type]
+                                 [float(r["measured_ms"]) for r in good])  # type: ignore[arg-type]
+    if out_csv is not None and rows:
+        write_csv_atomic(out_csv, rows)
+    return ValidationReport(rows, within, rmse, rho, len(good), sum(1 for r in good if r["fallback_blocks"]),
+                            float(np.mean(repeatable)) if repeatable else float("nan"),
+                            float(np.median(now)) if now else float("nan"))
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+
+def run_bank_profile(args) -> int:
+    """``slimda-profile --device D --bank RUN`` (or ``--arch NAME --out FILE``): build, then validate."""
+    from slimda.bank import load_bank
+    from slimda.commands.profile import check_jetson_host, options_from_args, parse_resolution
+
+    dev = get_device(args.device)
+    options = options_from_args(args)
+    check_jetson_host(dev, options)
+    arch = getattr(args, "arch", None)
+    if args.bank:
+        bank, metadata = load_bank(args.bank)
+        run_dir = Path(args.bank) if Path(args.bank).is_dir() else Path(args.bank).parent
+        size = (metadata.get("preprocessing") or {}).get("size")
+        resolution = parse_resolution(args.resolution) or (tuple(int(s) for s in size) if size else None)
+        out = Path(args.out) if args.out else table_path(run_dir, dev.name)
+    elif arch:
+        if not args.out:
+            raise ConfigError("--arch profiles an untrained bank: give --out FILE for its latency table")
+        channels = getattr(args, "channels", None) or default_in_channels(arch)
+        bank = ModelBank(arch, getattr(args, "classes", 10), channels).eval()
+        resolution = parse_resolution(args.resolution)
+        out = Path(args.out)
+    else:
+        raise ConfigError("give --bank RUN (a run directory or bank.pt) or --arch NAME with --out FILE")
+    seed = getattr(args, "seed", 0)
+    table = build_table(bank, dev, options, out, resolution=resolution, seed=seed,
+                        fit_configs=getattr(args, "fit_configs", 40),
+                        retry_failed=getattr(args, "retry_failed", False))
+    print(", ".join(f"{k}={v}" for k, v in table.summary().items()))
+    print(f"wrote {out}")
+    if args.validate:
+        val_out = out.with_name(f"{out.stem}-validation.csv")
+        report = validate_table(table, bank, dev, options, args.validate, val_out, seed=seed)
+        print(report.text())
+        print(f"wrote {val_out}")
+    return 0
