@@ -279,7 +279,9 @@ def build_table(
     say(f"latency table {path}: {len(todo)} entries timed in {time.perf_counter() - started:.1f} s "
         f"({len(entries) - len(todo)} reused, {failed} failed); {len(table.block_ms)} block keys; correction "
         f"{c.terms}: a={c.a:.4f} b={c.b:.4f} ms c={c.c:.5f} ms/MB over {c.points} networks "
-        f"(leave-one-out error {100 * c.loo_error:.1f} %)")
+        f"(leave-one-out error {100 * c.loo_error:.1f} %); repeatability: {table.noise.text()}")
+    if table.noise.noisy:
+        say(table.noise.advice(dev.name))
     return table
 
 
@@ -294,7 +296,7 @@ def _correction_row(table: LatencyTable, rows: Sequence[Mapping[str, object]], p
             "measured_at": measurement.now_iso(), "arch": plan.arch, "net_input_shape": plan.input_text,
             "num_classes": plan.num_classes, "opset": dev.default_opset,
             "notes": f"relative least squares over {c.points} measured whole networks (median of their rounds); "
-                     f"leave-one-out mean |error| {100 * c.loo_error:.2f} %"}
+                     f"leave-one-out mean |error| {100 * c.loo_error:.2f} %; {table.noise.text()}"}
 
 
 # ------------------------------------------------------------------------------------------- validation
@@ -425,14 +427,17 @@ def run_bank_profile(args) -> int:
     else:
         raise ConfigError("give --bank RUN (a run directory or bank.pt) or --arch NAME with --out FILE")
     seed = getattr(args, "seed", 0)
+    rounds = getattr(args, "rounds", 3)
+    if rounds < 1:
+        raise ConfigError(f"--rounds must be at least 1, got {rounds}")
     table = build_table(bank, dev, options, out, resolution=resolution, seed=seed,
-                        fit_configs=getattr(args, "fit_configs", 40),
+                        fit_configs=getattr(args, "fit_configs", 40), whole_rounds=rounds,
                         retry_failed=getattr(args, "retry_failed", False))
     print(", ".join(f"{k}={v}" for k, v in table.summary().items()))
     print(f"wrote {out}")
     if args.validate:
         val_out = out.with_name(f"{out.stem}-validation.csv")
-        report = validate_table(table, bank, dev, options, args.validate, val_out, seed=seed)
+        report = validate_table(table, bank, dev, options, args.validate, val_out, seed=seed, rounds=rounds)
         print(report.text())
         print(f"wrote {val_out}")
     return 0

@@ -161,13 +161,61 @@ def normalise_row(row: Mapping[str, object]) -> dict[str, object]:
     return {c: ("" if row.get(c) is None else row.get(c)) for c in TABLE_COLUMNS}
 
 
-def _medians(rows: Iterable[Mapping[str, object]], kinds: tuple[str, ...], field: str) -> dict[str, float]:
-    """Median latency per entry over its ok rows (whole networks are timed in several rounds)."""
+def _rounds(rows: Iterable[Mapping[str, object]], kinds: tuple[str, ...], field: str) -> dict[str, list[float]]:
+    """Every ok measurement of each entry (whole networks are timed in several rounds)."""
     values: dict[str, list[float]] = {}
     for row in rows:
         if row["entry_kind"] in kinds and is_ok_row(row):
             values.setdefault(str(row[field]), []).append(float(row["latency_ms_p50"]))  # type: ignore[arg-type]
-    return {k: float(np.median(v)) for k, v in values.items()}
+    return values
+
+
+def _medians(rows: Iterable[Mapping[str, object]], kinds: tuple[str, ...], field: str) -> dict[str, float]:
+    """Median latency per entry over its ok rows."""
+    return {k: float(np.median(v)) for k, v in _rounds(rows, kinds, field).items()}
+
+
+@dataclass(frozen=True)
+class RoundNoise:
+    """How much the same whole network's timings differ between the rounds of a build: the noise floor.
+
+    ``repeatable`` is the share of networks whose every round lies within ±10 % of their median; no table can
+    predict latencies to ±10 % more often than the device repeats its own timings that closely.
+    ``spread`` is the median over networks of (slowest round / fastest round − 1)."""
+
+    networks: int
+    repeatable: float
+    spread: float
+
+    @classmethod
+    def of(cls, rounds: Iterable[Sequence[float]]) -> RoundNoise:
+        repeated = [np.asarray(v, dtype=float) for v in rounds if len(v) > 1]
+        if not repeated:
+            return cls(0, float("nan"), float("nan"))
+        close = [bool(np.all(np.abs(v / np.median(v) - 1) <= 0.1)) for v in repeated]
+        return cls(len(repeated), float(np.mean(close)), float(np.median([v.max() / v.min() - 1 for v in repeated])))
+
+    @property
+    def noisy(self) -> bool:
+        return self.networks > 0 and self.repeatable < NOISY_BELOW
+
+    def text(self) -> str:
+        if not self.networks:
+            return "no network was timed twice, so the device's repeatability is unknown"
+        return (f"{100 * self.repeatable:.0f} % of {self.networks} networks timed within ±10 % in every round "
+                f"(median spread between rounds {100 * self.spread:.1f} %)")
+
+    def advice(self, device: str) -> str:
+        """What a user should do about a noisy device (empty when it is quiet enough)."""
+        if not self.noisy:
+            return ""
+        return (f"warning: {device} does not repeat its own timings: {self.text()}. No table can predict "
+                "latencies closer than the device repeats them. Profile on an otherwise idle device with fixed "
+                "clocks (on a Jetson: `sudo nvpmodel -m 0 && sudo jetson_clocks`), or time more rounds "
+                "(--rounds) so that each network's median steadies.")
+
+
+NOISY_BELOW = 0.9  # the issue's target share within ±10 %: a device less repeatable than this cannot reach it
 
 
 class LatencyTable:
@@ -184,7 +232,9 @@ class LatencyTable:
         self.num_classes = int(meta["num_classes"])  # type: ignore[arg-type]
         self.plan = plan or plan_from_description(self.arch, self.input_shape, self.num_classes)  # type: ignore[arg-type]
         self.block_ms = _medians(self.rows, ("block",), "entry_key")
-        self.whole_ms = _medians(self.rows, ("uniform", "whole"), "config_id")
+        whole_rounds = _rounds(self.rows, ("uniform", "whole"), "config_id")
+        self.whole_ms = {k: float(np.median(v)) for k, v in whole_rounds.items()}
+        self.noise = RoundNoise.of(whole_rounds.values())
         self.uniform_ids = {str(r["config_id"]) for r in self.rows if r["entry_kind"] == "uniform"}
         self.fit_ids = {str(r["config_id"]) for r in self.rows if r["entry_kind"] == "whole"}
         self._groups: dict[str, GroupModel | None] = {}
@@ -282,7 +332,9 @@ class LatencyTable:
                 "whole_entries": len(self.fit_ids & set(self.whole_ms)),
                 "failed_rows": sum(1 for r in self.rows if r["status"] == "failed"),
                 "correction": c.terms, "coef_a": round(c.a, 4), "coef_b_ms": round(c.b, 4),
-                "coef_c_ms_per_mb": round(c.c, 5)}
+                "coef_c_ms_per_mb": round(c.c, 5),
+                "repeatable_pct": round(100 * self.noise.repeatable, 1) if self.noise.networks else "",
+                "round_spread_pct": round(100 * self.noise.spread, 1) if self.noise.networks else ""}
 
 
 def table_path(run_dir: str | os.PathLike, device: str) -> Path:

@@ -7,6 +7,7 @@ import csv
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,7 +17,7 @@ from slimda.bank import ModelBank, save_bank
 from slimda.errors import SlimdaError
 from slimda.latency_build import build_table, plan_entries
 from slimda.latency_plan import plan_for
-from slimda.latency_table import TABLE_COLUMNS, LatencyTable, fit_correction, load_table, table_path
+from slimda.latency_table import TABLE_COLUMNS, LatencyTable, RoundNoise, fit_correction, load_table, table_path
 from slimda.profilers import measurement
 from slimda.profilers.measurement import Measurement, MeasureOptions
 from slimda.profilers.stats import LatencyStats
@@ -88,6 +89,16 @@ def test_correction_recovers_a_linear_law():
     assert auto.terms == "sum+weights" and auto.c == pytest.approx(0.2)
 
 
+def test_round_noise_is_the_share_of_networks_that_repeat_within_ten_percent():
+    quiet = RoundNoise.of([[1.0, 1.02, 0.99], [2.0, 2.1, 1.95], [5.0]])  # a network timed once says nothing
+    assert quiet.networks == 2 and quiet.repeatable == 1.0 and not quiet.noisy and quiet.advice("d") == ""
+    assert quiet.spread == pytest.approx(np.median([1.02 / 0.99 - 1, 2.1 / 1.95 - 1]))
+    noisy = RoundNoise.of([[1.0, 1.3, 1.0], [2.0, 2.0, 2.05], [1.0, 0.85, 1.0], [3.0, 3.0, 3.0]])
+    assert noisy.repeatable == 0.5 and noisy.noisy
+    assert "50 % of 4 networks" in noisy.advice("jetson-nano") and "jetson_clocks" in noisy.advice("jetson-nano")
+    assert RoundNoise.of([[1.0]]).networks == 0 and not RoundNoise.of([]).noisy
+
+
 # ---------------------------------------------------------------------------------------- a real build
 
 @pytest.fixture(scope="module")
@@ -107,6 +118,8 @@ def test_real_build_predicts_every_configuration(built, bank):
     table, _ = built
     space = bank.space
     assert len(table.uniform_ids) == 7 and len(table.fit_ids) == 3
+    assert table.noise.networks == 10  # every whole network was timed twice
+    assert 0 <= table.summary()["repeatable_pct"] <= 100
     for config in space.sample_many(20, seed=99):
         pred = table.explain(config)
         assert pred.latency_ms > 0 and pred.block_sum_ms > 0
@@ -244,11 +257,14 @@ def test_profile_bank_command_end_to_end(tmp_path, capsys):
               preprocessing={"size": [28, 28], "channels": 1, "mean": [0.5], "std": [0.5]})
     with pytest.raises(SlimdaError, match="slimda-profile --device cpu-onnxruntime --bank"):
         load_table(run, "cpu-onnxruntime")
+    assert main(["profile", "--device", "cpu-onnxruntime", "--bank", str(run), "--rounds", "0"]) == 2
+    assert "--rounds must be at least 1" in capsys.readouterr().err
     code = main(["profile", "--device", "cpu-onnxruntime", "--bank", str(run), "--validate", "3",
-                 "--fit-configs", "3", "--warmup", "1", "--min-runs", "3", "--min-time", "0"])
+                 "--fit-configs", "3", "--rounds", "2", "--warmup", "1", "--min-runs", "3", "--min-time", "0"])
     assert code == 0
-    out = capsys.readouterr().out
-    assert "within ±10 %" in out and "Spearman" in out
+    captured = capsys.readouterr()
+    assert "within ±10 %" in captured.out and "Spearman" in captured.out
+    assert "repeatability:" in captured.err
     table = load_table(run, "cpu-onnxruntime")
     assert table_path(run, "cpu-onnxruntime") == run / "latency" / "cpu-onnxruntime.csv"
     assert table.input_shape == (1, 1, 28, 28) and table.arch == "digits-cnn"
@@ -257,6 +273,7 @@ def test_profile_bank_command_end_to_end(tmp_path, capsys):
         assert (reader.fieldnames or [])[:3] == ["config_id", "predicted_ms", "measured_ms"]
         rows = list(reader)
     assert len(rows) == 3 and all(float(r["measured_ms"]) > 0 and float(r["predicted_ms"]) > 0 for r in rows)
+    assert all(r["rounds"] == "2" for r in rows)
     assert not {r["config_id"] for r in rows} & (table.fit_ids | table.uniform_ids)
 
 

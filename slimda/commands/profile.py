@@ -47,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--fit-configs", type=int, default=40, metavar="N",
                       help="with --bank/--arch: random sub-networks timed whole to fit the table's correction "
                       "latency = a * sum(blocks) + b (default: 40)")
+    what.add_argument("--rounds", type=int, default=3, metavar="N",
+                      help="with --bank/--arch: time every whole network (fit set, uniform widths, --validate) in "
+                      "N rounds spread over the build and keep its median; more rounds steady a noisy device "
+                      "(default: 3)")
     what.add_argument("--seed", type=int, default=0, help="seed of the fit and validation configurations")
     what.add_argument("--retry-failed", action="store_true",
                       help="with --bank/--arch: time again the entries that failed in an earlier run of the build")
