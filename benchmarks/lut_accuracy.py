@@ -30,6 +30,7 @@ import numpy as np
 
 from slimda.bank import ModelBank
 from slimda.latency_build import accuracy, build_table, default_in_channels, validate_table
+from slimda.latency_table import RoundNoise
 from slimda.profilers.measurement import MeasureOptions
 from slimda.tables import print_table, write_csv_atomic
 
@@ -65,8 +66,7 @@ def score(table, report, correction: str) -> dict[str, object]:
 
 def _repeats(row) -> bool:
     """Whether every round of a validation network lies within ±10 % of its median (its noise allows ±10 %)."""
-    rounds = np.array([float(v) for v in str(row["round_ms"]).split()])
-    return bool(np.all(np.abs(rounds / np.median(rounds) - 1) <= 0.1))
+    return RoundNoise.repeats([float(v) for v in str(row["round_ms"]).split()])
 
 
 def _with_correction(table, terms: str):

@@ -24,6 +24,7 @@ from slimda.latency_plan import BlockSlot, NetPlan, block_input_shape, plan_for,
 from slimda.latency_table import (
     TABLE_COLUMNS,
     LatencyTable,
+    RoundNoise,
     is_ok_row,
     normalise_row,
     read_rows,
@@ -383,7 +384,7 @@ def validate_table(table: LatencyTable, bank_or_space: ModelBank | WidthSpace, d
         errors = [str(r["error"]) for r in measured[config.id] if r.get("status") != "ok"]
         ms = float(np.median(values)) if values else None
         if values:
-            repeatable.append(all(abs(v / ms - 1) <= 0.1 for v in values))
+            repeatable.append(RoundNoise.repeats(values))
         rows.append({"config_id": config.id, "predicted_ms": round(pred.latency_ms, 6),
                      "measured_ms": "" if ms is None else round(ms, 6),
                      "error_pct": "" if ms is None else round(100 * (pred.latency_ms / ms - 1), 2),

@@ -187,12 +187,18 @@ class RoundNoise:
     repeatable: float
     spread: float
 
+    @staticmethod
+    def repeats(rounds: Sequence[float]) -> bool:
+        """Whether every round lies within ±10 % of the median round."""
+        v = np.asarray(rounds, dtype=float)
+        return bool(np.all(np.abs(v / np.median(v) - 1) <= 0.1))
+
     @classmethod
     def of(cls, rounds: Iterable[Sequence[float]]) -> RoundNoise:
         repeated = [np.asarray(v, dtype=float) for v in rounds if len(v) > 1]
         if not repeated:
             return cls(0, float("nan"), float("nan"))
-        close = [bool(np.all(np.abs(v / np.median(v) - 1) <= 0.1)) for v in repeated]
+        close = [cls.repeats(v) for v in repeated]
         return cls(len(repeated), float(np.mean(close)), float(np.median([v.max() / v.min() - 1 for v in repeated])))
 
     @property
