@@ -133,5 +133,6 @@ def summarise(table: pd.DataFrame, name: str) -> None:
     print(f"training time per seed: bank (a) {times['a_slimda_bank']:.0f} s vs the four widths alone (c) "
           f"{alone:.0f} s (ratio {times['a_slimda_bank'] / alone:.2f})")
 
+
 if __name__ == "__main__":
     main()

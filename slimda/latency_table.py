@@ -170,9 +170,9 @@ def _rounds(rows: Iterable[Mapping[str, object]], kinds: tuple[str, ...], field:
     return values
 
 
-def _medians(rows: Iterable[Mapping[str, object]], kinds: tuple[str, ...], field: str) -> dict[str, float]:
-    """Median latency per entry over its ok rows."""
-    return {k: float(np.median(v)) for k, v in _rounds(rows, kinds, field).items()}
+def _medians(rounds: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """Median latency per entry over its rounds."""
+    return {k: float(np.median(v)) for k, v in rounds.items()}
 
 
 @dataclass(frozen=True)
@@ -237,9 +237,9 @@ class LatencyTable:
         self.input_shape = tuple(int(d) for d in str(meta["net_input_shape"]).split("x"))
         self.num_classes = int(meta["num_classes"])  # type: ignore[arg-type]
         self.plan = plan or plan_from_description(self.arch, self.input_shape, self.num_classes)  # type: ignore[arg-type]
-        self.block_ms = _medians(self.rows, ("block",), "entry_key")
+        self.block_ms = _medians(_rounds(self.rows, ("block",), "entry_key"))
         whole_rounds = _rounds(self.rows, ("uniform", "whole"), "config_id")
-        self.whole_ms = {k: float(np.median(v)) for k, v in whole_rounds.items()}
+        self.whole_ms = _medians(whole_rounds)
         self.noise = RoundNoise.of(whole_rounds.values())
         self.uniform_ids = {str(r["config_id"]) for r in self.rows if r["entry_kind"] == "uniform"}
         self.fit_ids = {str(r["config_id"]) for r in self.rows if r["entry_kind"] == "whole"}

@@ -18,7 +18,7 @@ from slimda.space import WidthConfig, WidthSpace
 
 @dataclass(frozen=True)
 class Constraint:
-    name: str  # e.g. "latency", "flops", "params"
+    name: str  # what messages call it, e.g. "latency", "FLOPs", "parameters"
     predict: Callable[[WidthConfig], float]
     limit: float
     unit: str = ""  # printed after values in messages, e.g. " ms"
