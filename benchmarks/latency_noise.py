@@ -8,12 +8,15 @@ round lies within ±10 % of their median round (``repeatable_pct``) and the mean
 
 ``reference-normalised`` divides each median by that of a fixed reference network (the first one) timed
 right after it, times the reference's overall median: how much of the noise is a slowdown of the whole
-machine that a reference measured alongside would cancel. For ``cpu-onnxruntime`` one more mode,
+machine that a reference measured alongside would cancel. ``paired`` times each network against the
+reference in alternating ~20 ms chunks (``measure_paired``, what a table build does) and reports
+``vs_reference`` × the reference's overall median: the same idea at the time scale of the host's swings.
+For ``cpu-onnxruntime`` one more mode,
 ``round-robin``, times the networks one run each in turn, every session open at once, for the same time per
 network: each run then finds the caches holding the other networks' weights. ``vs_sequential`` is its
 median latency over the sequential median's.
 
-Writes benchmarks/results/latency_noise.csv.
+Writes benchmarks/results/latency_noise.csv (``--name``).
 
     python benchmarks/latency_noise.py                  # resnet18 64 and 96, digits-cnn 28; ORT, OpenVINO
     python benchmarks/latency_noise.py --cases resnet18:64 --devices cpu-onnxruntime --rounds 3
@@ -33,10 +36,10 @@ from slimda.bank import ModelBank
 from slimda.console import one_torch_thread
 from slimda.export.onnx_export import export_onnx
 from slimda.latency_build import default_in_channels
-from slimda.profilers.measurement import MeasureOptions, measure
+from slimda.profilers.measurement import MeasureOptions, measure, measure_paired
 from slimda.tables import print_table, write_csv_atomic
 
-RESULTS = Path(__file__).parent / "results" / "latency_noise.csv"
+RESULTS = Path(__file__).parent / "results"
 STATISTICS = ("min", "p50", "mean", "p90")
 
 
@@ -83,7 +86,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--min-time", type=float, default=0.3, help="seconds timed per measurement")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--name", default="latency_noise",
+                        help="CSV name in benchmarks/results (default: latency_noise)")
     args = parser.parse_args()
+    results = RESULTS / f"{args.name}.csv"
     options = MeasureOptions(threads=args.threads, warmup=5, min_runs=20, min_time_s=args.min_time)
     rows = []
     with tempfile.TemporaryDirectory() as tmp, one_torch_thread():
@@ -96,14 +102,20 @@ def main() -> None:
                                  (1, channels, int(size), int(size)), opset=17) for i, c in enumerate(configs)]
             for device in args.devices:
                 started = time.perf_counter()
-                stats, reference = [], []
+                stats, reference, paired, paired_reference = [], [], [], []
                 for _ in range(args.rounds):
                     stats.append([])
                     reference.append([])
+                    paired.append([])
+                    paired_reference.append([])
                     for p in paths:
                         stats[-1].append([getattr(measure(p, device, options).stats, s) for s in STATISTICS])
                         reference[-1].append(measure(paths[0], device, options).stats.p50)
-                stats, reference = np.array(stats), np.array(reference)  # rounds × networks (× statistics)
+                        pair = measure_paired(p, paths[0], device, options)
+                        paired[-1].append(pair.vs_reference)
+                        paired_reference[-1].append(pair.reference_ms)
+                # rounds × networks (× statistics)
+                stats, reference, paired = np.array(stats), np.array(reference), np.array(paired)
                 base = {"arch": arch, "input": f"{channels}x{size}x{size}", "device": device,
                         "networks": len(paths), "rounds": args.rounds, "seconds_per_round": args.min_time,
                         "threads": args.threads, "cpu_count": os.cpu_count(),
@@ -121,6 +133,12 @@ def main() -> None:
                 rows.append({**base, "mode": "reference-normalised", "statistic": "p50",
                              "repeatable_pct": round(100 * share, 1), "mean_abs_dev_pct": round(100 * dev, 2),
                              "median_ms": round(float(np.median(normalised)), 4), "vs_sequential": ""})
+                paired = paired * np.median(paired_reference)
+                share, dev = spread(paired.T)
+                rows.append({**base, "mode": "paired", "statistic": "p50",
+                             "repeatable_pct": round(100 * share, 1), "mean_abs_dev_pct": round(100 * dev, 2),
+                             "median_ms": round(float(np.median(paired)), 4),
+                             "vs_sequential": round(float(np.median(np.median(paired, 0) / sequential)), 3)})
                 if device == "cpu-onnxruntime":
                     robin = np.array([round_robin(paths, args.threads, args.min_time) for _ in range(args.rounds)])
                     share, dev = spread(robin.T)
@@ -129,10 +147,10 @@ def main() -> None:
                                  "median_ms": round(float(np.median(robin)), 4),
                                  "vs_sequential": round(float(np.median(np.median(robin, 0) / sequential)), 3)})
                 print(f"{arch} {size} {device}: {time.perf_counter() - started:.0f} s", flush=True)
-                write_csv_atomic(RESULTS, rows)  # partial results survive an interruption
+                write_csv_atomic(results, rows)  # partial results survive an interruption
     print_table([{k: r[k] for k in ("arch", "input", "device", "mode", "statistic", "repeatable_pct",
                                     "mean_abs_dev_pct", "median_ms", "vs_sequential")} for r in rows])
-    print(f"wrote {RESULTS}")
+    print(f"wrote {results}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """The typed options and result of one measurement, the CSV row, and the entry points.
 
 ``measure(onnx, device, options) -> Measurement`` times one ONNX model on one device and raises on failure;
+``measure_paired(onnx, reference, ...)`` times it in alternating chunks with a reference model (devices
+timed in this process only) and also returns their ratio, which a wandering machine speed cancels out of;
 ``measure_row(...)`` is the form a LUT build uses: it always returns a flat row, a failure row
 (``status=failed``, the error text, empty numbers) when the entry itself fails. Configuration mistakes and
 unreachable targets (``ConfigError``, ``TransportError``) still raise there: they would fail every entry.
@@ -13,12 +15,13 @@ import datetime as _dt
 import os
 import platform
 import socket
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from slimda.errors import ConfigError, SlimdaError
 from slimda.profilers.devices import JETPACK_TRTEXEC, DeviceProfile, get_device
-from slimda.profilers.stats import LatencyStats, LoopLimits
+from slimda.profilers.stats import LatencyStats, LoopLimits, compute_stats, paired_runs, timed_runs
 from slimda.profilers.transport import TransportError
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -28,6 +31,7 @@ ROW_COLUMNS: tuple[str, ...] = (
     "device", "runtime", "runtime_version", "precision", "threads", "batch", "input_shape", "host",
     "measured_at", "status", "error", "notes",
 )
+PAIRED_COLUMNS = ("reference_ms", "vs_reference")  # what ``measure_row(..., reference=...)`` adds
 
 
 class MeasurementError(SlimdaError):
@@ -237,30 +241,109 @@ def _dispatch(path: Path, dev: DeviceProfile, opts: MeasureOptions) -> Measureme
     return measure_local(path, dev, opts)
 
 
-def measure_local(path: Path, dev: DeviceProfile, opts: MeasureOptions) -> Measurement:
-    """Measure on this host with the device's Python runtime (what the ssh worker runs remotely)."""
+@dataclass(frozen=True)
+class LocalModel:
+    """A model loaded in a runtime of this process and ready to run once per ``run()`` call, with what its
+    measurement will record. Each local runtime opens models this way; the timing loops are shared."""
+
+    run: Callable[[], object]
+    setup: dict[str, object]  # the Measurement fields device ... input_shape (all but host, stats, times, notes)
+    notes: tuple[str, ...] = ()
+
+    def measurement(self, stats: LatencyStats, *notes: str) -> Measurement:
+        return Measurement(**self.setup, host=host_name(), stats=stats,  # type: ignore[arg-type]
+                           notes=join_notes(*self.notes, *notes, clock_notes()))
+
+
+def loop_note(complete: bool, opts: MeasureOptions) -> str:
+    if complete:
+        return f"loop=warmup {opts.warmup}, >= {opts.min_runs} runs and >= {opts.min_time_s:g} s"
+    return (f"loop stopped by max_runs={opts.max_runs}/max_time_s={opts.max_time_s:g} before reaching "
+            f"min_runs={opts.min_runs} and min_time_s={opts.min_time_s:g}")
+
+
+def open_local(path: Path, dev: DeviceProfile, opts: MeasureOptions) -> LocalModel:
+    """Load ``path`` in the device's Python runtime on this host (what the ssh worker does remotely)."""
     if dev.name == "cpu-onnxruntime":
         from slimda.profilers import ort_cpu
 
-        return ort_cpu.measure_onnxruntime(path, dev, opts)
+        return ort_cpu.open_onnxruntime(path, dev, opts)
     if dev.name == "cpu-openvino":
         from slimda.profilers import openvino_cpu
 
-        return openvino_cpu.measure_openvino(path, dev, opts)
+        return openvino_cpu.open_openvino(path, dev, opts)
     if dev.name == "ort-mobile":
         from slimda.profilers import ort_mobile
 
-        return ort_mobile.measure_local(path, dev, opts)
+        return ort_mobile.open_local(path, dev, opts)
     raise ConfigError(f"{dev.name} cannot be measured on this host by a Python runtime "
                       f"({dev.runtime}, reached via {dev.where}: {dev.reach})")
+
+
+def measure_local(path: Path, dev: DeviceProfile, opts: MeasureOptions) -> Measurement:
+    """Measure on this host with the device's Python runtime."""
+    model = open_local(path, dev, opts)
+    latencies, complete = timed_runs(model.run, opts.limits())
+    return model.measurement(compute_stats(latencies), loop_note(complete, opts))
+
+
+def can_pair(device: str | DeviceProfile, options: MeasureOptions | None = None) -> bool:
+    """Whether ``measure_paired`` works for the device: its runtime runs in this process (not over ssh or
+    adb, not trtexec), so two models can be alternated run by run."""
+    dev = get_device(device)
+    opts = options or MeasureOptions()
+    return dev.name in ("cpu-onnxruntime", "cpu-openvino", "ort-mobile") and not opts.host and not opts.adb_serial
+
+
+@dataclass(frozen=True)
+class PairedMeasurement:
+    """A model timed in alternating chunks with a reference: its own statistics, the reference's median over
+    the same loop, and ``vs_reference``, the median over chunk pairs of model / reference latency."""
+
+    measurement: Measurement
+    reference_ms: float
+    vs_reference: float
+
+    def to_row(self) -> dict[str, object]:
+        return {**self.measurement.to_row(), "reference_ms": _num(self.reference_ms),
+                "vs_reference": _num(self.vs_reference)}
+
+
+def measure_paired(onnx_path: str | Path, reference_path: str | Path, device: str | DeviceProfile,
+                   options: MeasureOptions | None = None) -> PairedMeasurement:
+    """Time ``onnx_path`` against ``reference_path`` (chunks of ~20 ms each in turn) on a local device.
+
+    A shared host or a CPU with unlocked clocks changes speed by tens of percent within seconds; both models
+    feel it alike, so their ratio repeats far better than either latency (benchmarks/latency_noise.py)."""
+    dev = get_device(device)
+    opts = options or MeasureOptions()
+    if not can_pair(dev, opts):
+        raise ConfigError(f"{dev.name} cannot time two models in turn here (only the runtimes this process "
+                          "loads can: cpu-onnxruntime, cpu-openvino, ort-mobile without --adb or --host)")
+    try:
+        model = open_local(Path(onnx_path), dev, opts)
+        reference = open_local(Path(reference_path), dev, opts)
+        runs = paired_runs(model.run, reference.run, opts.limits())
+    except SlimdaError:
+        raise
+    except Exception as err:  # the runtime's own exception types differ per runtime
+        raise MeasurementError(f"{dev.name}: measuring {onnx_path} against {reference_path} failed: "
+                               f"{type(err).__name__}: {err}") from err
+    reference_stats = compute_stats(runs.reference)
+    measured = model.measurement(
+        compute_stats(runs.latencies), loop_note(runs.complete, opts),
+        f"paired with {Path(reference_path).name} in {len(runs.ratios)} alternating chunk pairs "
+        f"(reference median {reference_stats.p50:.4f} ms)")
+    return PairedMeasurement(measured, reference_stats.p50, runs.ratio)
 
 
 FATAL_ERRORS: tuple[type[BaseException], ...] = (ConfigError, TransportError)
 
 
 def measure_row(onnx_path: str | Path, device: str | DeviceProfile, options: MeasureOptions | None = None,
-                **extra: object) -> dict[str, object]:
-    """``measure(...).to_row()`` plus ``extra`` columns; a failing entry becomes a failure row.
+                reference: str | Path | None = None, **extra: object) -> dict[str, object]:
+    """``measure(...).to_row()`` plus ``extra`` columns; a failing entry becomes a failure row. With a
+    ``reference`` model, ``measure_paired(...).to_row()`` (the ``PAIRED_COLUMNS`` too).
 
     ``ConfigError`` and ``TransportError`` are re-raised: a bad option or an unreachable target would
     fail every entry of a table, so the caller should stop and report it once.
@@ -268,7 +351,10 @@ def measure_row(onnx_path: str | Path, device: str | DeviceProfile, options: Mea
     dev = get_device(device)
     opts = options or MeasureOptions()
     try:
-        row = measure(onnx_path, dev, opts).to_row()
+        if reference is None:
+            row = measure(onnx_path, dev, opts).to_row()
+        else:
+            row = measure_paired(onnx_path, reference, dev, opts).to_row()
     except FATAL_ERRORS:
         raise
     except Exception as err:  # noqa: BLE001 - any failure of this entry becomes its row

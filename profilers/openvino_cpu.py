@@ -11,10 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from slimda.profilers.devices import DeviceProfile
-from slimda.profilers.measurement import Measurement, MeasureOptions, clock_notes, host_name, join_notes
+from slimda.profilers.measurement import LocalModel, MeasureOptions
 from slimda.profilers.onnxinfo import input_specs, random_feed
-from slimda.profilers.ort_cpu import loop_note, specs_text
-from slimda.profilers.stats import compute_stats, timed_runs
+from slimda.profilers.ort_cpu import specs_text
 
 HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
 _READ_BACK = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}
@@ -37,7 +36,7 @@ def precision_used(compiled) -> tuple[str, str]:
     return _READ_BACK.get(raw, raw), raw
 
 
-def measure_openvino(path: Path, device: DeviceProfile, opts: MeasureOptions) -> Measurement:
+def open_openvino(path: Path, device: DeviceProfile, opts: MeasureOptions) -> LocalModel:
     import openvino as ov
 
     precision = opts.precision_for(device)
@@ -52,14 +51,10 @@ def measure_openvino(path: Path, device: DeviceProfile, opts: MeasureOptions) ->
     request = compiled.create_infer_request()
     for name, array in random_feed(specs, opts.seed).items():
         request.set_tensor(name, ov.Tensor(array))
-    latencies, complete = timed_runs(request.infer, opts.limits())
-    threads_used = int(compiled.get_property("INFERENCE_NUM_THREADS"))
-    return Measurement(
-        device=device.name, runtime="openvino", runtime_version=ov.get_version(), precision=used,
-        threads=threads_used, batch=opts.batch, input_shape=specs_text(specs), host=host_name(),
-        stats=compute_stats(latencies),
-        notes=join_notes(f"INFERENCE_PRECISION_HINT requested {HINTS[precision]}, compiled {raw}",
-                         f"NUM_STREAMS={compiled.get_property('NUM_STREAMS')}, PERFORMANCE_HINT=LATENCY",
-                         f"device={core.get_property('CPU', 'FULL_DEVICE_NAME')}",
-                         loop_note(complete, opts), clock_notes()),
-    )
+    return LocalModel(
+        request.infer, dict(device=device.name, runtime="openvino", runtime_version=ov.get_version(), precision=used,
+                            threads=int(compiled.get_property("INFERENCE_NUM_THREADS")), batch=opts.batch,
+                            input_shape=specs_text(specs)),
+        (f"INFERENCE_PRECISION_HINT requested {HINTS[precision]}, compiled {raw}",
+         f"NUM_STREAMS={compiled.get_property('NUM_STREAMS')}, PERFORMANCE_HINT=LATENCY",
+         f"device={core.get_property('CPU', 'FULL_DEVICE_NAME')}"))

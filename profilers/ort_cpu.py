@@ -11,9 +11,8 @@ from pathlib import Path
 
 from slimda.errors import ConfigError
 from slimda.profilers.devices import DeviceProfile
-from slimda.profilers.measurement import Measurement, MeasureOptions, clock_notes, host_name, join_notes
+from slimda.profilers.measurement import LocalModel, MeasureOptions
 from slimda.profilers.onnxinfo import InputSpec, input_specs, random_feed, shape_text
-from slimda.profilers.stats import compute_stats, timed_runs
 
 
 def session_options(threads: int):
@@ -36,25 +35,17 @@ def specs_text(specs: list[InputSpec]) -> str:
     return ";".join(f"{s.name}:{shape_text(s.shape)}" for s in specs)
 
 
-def time_session(model_path: Path, specs: list[InputSpec], threads: int, opts: MeasureOptions):
-    """Create the session, run the measurement loop; returns (stats, loop_complete)."""
+def open_session(model_path: Path, specs: list[InputSpec], threads: int, opts: MeasureOptions):
+    """The session and a callable that runs it once on random inputs of ``specs`` (built once)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(model_path), sess_options=session_options(threads),
                                    providers=["CPUExecutionProvider"])
     feed = random_feed(specs, opts.seed)
-    latencies, complete = timed_runs(lambda: session.run(None, feed), opts.limits())
-    return compute_stats(latencies), complete
+    return session, lambda: session.run(None, feed)
 
 
-def loop_note(complete: bool, opts: MeasureOptions) -> str:
-    if complete:
-        return f"loop=warmup {opts.warmup}, >= {opts.min_runs} runs and >= {opts.min_time_s:g} s"
-    return (f"loop stopped by max_runs={opts.max_runs}/max_time_s={opts.max_time_s:g} before reaching "
-            f"min_runs={opts.min_runs} and min_time_s={opts.min_time_s:g}")
-
-
-def measure_onnxruntime(path: Path, device: DeviceProfile, opts: MeasureOptions) -> Measurement:
+def open_onnxruntime(path: Path, device: DeviceProfile, opts: MeasureOptions) -> LocalModel:
     import onnxruntime as ort
 
     precision = opts.precision_for(device)
@@ -63,10 +54,7 @@ def measure_onnxruntime(path: Path, device: DeviceProfile, opts: MeasureOptions)
                           f"{precision} kernels); export an fp32 model or use cpu-openvino for {precision}")
     threads = opts.threads_for(device) or 1
     specs = input_specs(path, opts.batch, opts.resolution)
-    stats, complete = time_session(path, specs, threads, opts)
-    return Measurement(
-        device=device.name, runtime="onnxruntime", runtime_version=ort.__version__, precision="fp32",
-        threads=threads, batch=opts.batch, input_shape=specs_text(specs), host=host_name(), stats=stats,
-        notes=join_notes("CPUExecutionProvider, inter_op=1, sequential, ORT_ENABLE_ALL",
-                         loop_note(complete, opts), clock_notes()),
-    )
+    _, run = open_session(path, specs, threads, opts)
+    return LocalModel(run, dict(device=device.name, runtime="onnxruntime", runtime_version=ort.__version__,
+                                precision="fp32", threads=threads, batch=opts.batch, input_shape=specs_text(specs)),
+                      ("CPUExecutionProvider, inter_op=1, sequential, ORT_ENABLE_ALL",))

@@ -24,9 +24,9 @@ from pathlib import Path
 
 from slimda.errors import ConfigError, SlimdaError
 from slimda.profilers.devices import DeviceProfile
-from slimda.profilers.measurement import Measurement, MeasureOptions, clock_notes, host_name, join_notes
+from slimda.profilers.measurement import LocalModel, Measurement, MeasureOptions, join_notes
 from slimda.profilers.onnxinfo import input_specs
-from slimda.profilers.ort_cpu import loop_note, specs_text, time_session
+from slimda.profilers.ort_cpu import open_session, specs_text
 from slimda.profilers.stats import LatencyStats
 
 PHONE_DIR = "/data/local/tmp/slimda"
@@ -82,8 +82,8 @@ def convert_to_ort(onnx_path: str | Path, target_platform: str, cache_dir: str |
     return final
 
 
-def measure_local(path: Path, device: DeviceProfile, opts: MeasureOptions) -> Measurement:
-    """Desktop proxy: convert for this host's platform and time it with one thread (default)."""
+def open_local(path: Path, device: DeviceProfile, opts: MeasureOptions) -> LocalModel:
+    """Desktop proxy: convert for this host's platform and run it with one thread (default)."""
     import onnxruntime as ort
 
     if opts.precision_for(device) != "fp32":
@@ -92,13 +92,12 @@ def measure_local(path: Path, device: DeviceProfile, opts: MeasureOptions) -> Me
     specs = input_specs(path, opts.batch, opts.resolution)
     target = host_platform()
     ort_file = convert_to_ort(path, target, opts.cache_dir)
-    stats, complete = time_session(ort_file, specs, threads, opts)
-    return Measurement(
-        device=device.name, runtime="onnxruntime-ort-format", runtime_version=ort.__version__, precision="fp32",
-        threads=threads, batch=opts.batch, input_shape=specs_text(specs), host=host_name(), stats=stats,
-        notes=join_notes(f"desktop proxy: ORT format converted with --target_platform {target}",
-                         f"ort_file={ort_file.name}", loop_note(complete, opts), clock_notes()),
-    )
+    _, run = open_session(ort_file, specs, threads, opts)
+    return LocalModel(run, dict(device=device.name, runtime="onnxruntime-ort-format",
+                                runtime_version=ort.__version__, precision="fp32", threads=threads,
+                                batch=opts.batch, input_shape=specs_text(specs)),
+                      (f"desktop proxy: ORT format converted with --target_platform {target}",
+                       f"ort_file={ort_file.name}"))
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,14 @@
 variation and the number of timed runs. Tools that print only a summary (trtexec, onnxruntime_perf_test)
 fill what they print and leave the rest ``None``. ``timed_runs`` warms up, then runs until both a minimum
 number of runs and a minimum time are reached, bounded so a slow model can never loop forever.
+``paired_runs`` times a model against a reference model in alternating short chunks: on a machine whose
+speed wanders (a shared host, unlocked clocks) their ratio stays steady where each latency alone does not.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -102,3 +105,58 @@ def timed_runs(run_once: Callable[[], object], limits: LoopLimits) -> tuple[list
             return latencies, True
         if len(latencies) >= limits.max_runs or elapsed >= limits.max_time_s:
             return latencies, False
+
+
+PAIR_CHUNK_S = 0.02  # each side of a pair runs this long before the other: shorter than the host's swings
+
+
+@dataclass(frozen=True)
+class PairedRuns:
+    """A model and a reference timed in alternating chunks (ms). The first run of every chunk is left out
+    (it finds the caches holding the other model); ``ratios`` holds one model / reference ratio of chunk
+    medians per chunk pair, so each ratio compares the two under the same machine state."""
+
+    latencies: list[float]
+    reference: list[float]
+    ratios: list[float]
+    complete: bool
+
+    @property
+    def ratio(self) -> float:
+        """Median over chunk pairs of (model / reference): the model's latency in reference units."""
+        return statistics.median(self.ratios)
+
+
+def paired_runs(run_once: Callable[[], object], run_reference: Callable[[], object], limits: LoopLimits,
+                chunk_s: float = PAIR_CHUNK_S, clock: Callable[[], int] = time.perf_counter_ns) -> PairedRuns:
+    """Warm both up, then alternate chunks (the model, then the reference) of at least ``chunk_s`` seconds
+    and 3 runs each, until the model's kept runs meet ``limits`` (its own time counts towards the minimum
+    and maximum time; the reference's time comes on top). ``clock`` is in nanoseconds."""
+    for _ in range(limits.warmup):
+        run_once()
+        run_reference()
+    latencies: list[float] = []
+    reference: list[float] = []
+    ratios: list[float] = []
+    spent = 0.0
+
+    def chunk(run: Callable[[], object]) -> list[float]:
+        times: list[float] = []
+        start = clock()
+        while len(times) < 3 or clock() - start < chunk_s * 1e9:
+            t0 = clock()
+            run()
+            times.append((clock() - t0) / 1e6)
+        return times[1:]
+
+    while True:
+        ours = chunk(run_once)
+        theirs = chunk(run_reference)
+        latencies += ours
+        reference += theirs
+        ratios.append(statistics.median(ours) / statistics.median(theirs))
+        spent += sum(ours) / 1e3
+        if len(latencies) >= limits.min_runs and spent >= limits.min_time_s:
+            return PairedRuns(latencies, reference, ratios, True)
+        if len(latencies) >= limits.max_runs or spent >= limits.max_time_s:
+            return PairedRuns(latencies, reference, ratios, False)

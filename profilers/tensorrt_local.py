@@ -19,9 +19,9 @@ from pathlib import Path
 
 from slimda.errors import ConfigError, SlimdaError
 from slimda.profilers.devices import DeviceProfile
-from slimda.profilers.measurement import Measurement, MeasureOptions, host_name, join_notes
+from slimda.profilers.measurement import Measurement, MeasureOptions, host_name, join_notes, loop_note
 from slimda.profilers.onnxinfo import float_precision, input_specs, random_feed
-from slimda.profilers.ort_cpu import loop_note, specs_text
+from slimda.profilers.ort_cpu import specs_text
 from slimda.profilers.stats import compute_stats
 
 INSTALL_HINT = ("install NVIDIA's TensorRT and CUDA Python wheels on a machine with an NVIDIA GPU and driver: "

@@ -4,7 +4,9 @@ For each device: constraints from the budgets (latency predicted by the device's
 parameters), an evolutionary search minimising UPEM on target images (no target label is read), then the
 winner is extracted with BatchNorm recalibrated on target images, exported to ONNX at the device's opset,
 checked (``onnx.checker``, parity with PyTorch), converted to the runtime's artefact and timed on the
-device. When the measured latency is over the budget, the search runs again with the predicted limit
+device the way its table was built (paired with the table's reference where the table is, so that a
+device whose speed wanders compares at the speed the table was built at; the raw median is recorded
+too). When the measured latency is over the budget, the search runs again with the predicted limit
 scaled down by measured/predicted (``retries`` times): the user asked for a model that meets the budget
 on the device, not for a prediction that does. Outputs per device go to ``DIR/<device>/`` (replaced
 atomically) and one row per deployment is appended to ``DIR/deploy_report.csv``.
@@ -37,8 +39,8 @@ from slimda.tables import write_csv_atomic, write_json_atomic
 REPORT_NAME = "deploy_report.csv"
 REPORT_COLUMNS: tuple[str, ...] = (
     "deployed_at", "device", "budget", "config_id", "width", "predicted_latency_ms", "measured_latency_ms",
-    "measured_latency_ms_p90", "within_budget", "upem", "target_acc", "flops_m", "params_m", "attempts",
-    "candidates_scored", "search_seconds", "deploy_seconds", "artifact", "dir",
+    "measured_latency_ms_raw", "measured_latency_ms_p90", "within_budget", "upem", "target_acc", "flops_m",
+    "params_m", "attempts", "candidates_scored", "search_seconds", "deploy_seconds", "artifact", "dir",
 )
 PARITY_IMAGES = 8  # target images the exported model is compared on, one forward each
 
@@ -175,14 +177,14 @@ class Deployer:
             config = result.best
             with _staging(final) as stage:
                 exported = self._export(config, stage.path, device, input_shape, opts)
-                measured = self._measure(exported["onnx"], device, opts) if self.options.measure else None
+                measured = self._measure(exported["onnx"], device, opts, table) if self.options.measure else None
                 predicted = table.predict(config) if table is not None else None
                 attempts.append({"attempt": attempt + 1, "config_id": config.id,
                                  "predicted_latency_ms": _round(predicted),
                                  "latency_limit_ms": _round(latency_limit),
-                                 "measured_latency_ms": _round(measured.stats.p50 if measured else None)})
+                                 "measured_latency_ms": _round(measured.latency_ms if measured else None)})
                 over = (budgets.latency is not None and measured is not None
-                        and measured.stats.p50 > budgets.latency.value * (1 + self.options.tolerance))
+                        and measured.latency_ms > budgets.latency.value * (1 + self.options.tolerance))
                 last = attempt == self.options.retries or not over
                 if not last and config.id == self.bank.space.smallest().id:
                     last = True  # nothing smaller to try
@@ -193,11 +195,11 @@ class Deployer:
                     break
                 stage.commit = False
             # over budget: tighten the predicted limit by how far the prediction was off, then search again
-            ratio = budgets.latency.value / measured.stats.p50  # type: ignore[union-attr]
+            ratio = budgets.latency.value / measured.latency_ms  # type: ignore[union-attr]
             latency_limit = min(latency_limit or budgets.latency.value, predicted or latency_limit) * ratio * 0.98
             # never below the smallest sub-network: it is the last thing left to try
             latency_limit = max(latency_limit, table.predict(self.bank.space.smallest()))
-            say(f"{device.name}: {config.id} measured {measured.stats.p50:.4g} ms, over the {budgets.latency.text} "
+            say(f"{device.name}: {config.id} measured {measured.latency_ms:.4g} ms, over the {budgets.latency.text} "
                  f"budget (predicted {predicted:.4g} ms); searching again under {latency_limit:.4g} ms predicted")
         append_report(self.out_dir / REPORT_NAME, _report_row(manifest, final))
         return Deployment(device.name, final, manifest, result, attempts)
@@ -235,11 +237,12 @@ class Deployer:
             worst = max(worst, parity_error(net, onnx_path, images[start:start + input_shape[0]]))
         return worst
 
-    def _measure(self, onnx_path: Path, device, opts):
-        from slimda.profilers.measurement import measure
+    def _measure(self, onnx_path: Path, device, opts, table):
+        """The deployed model's latency on the device, timed the way its table was (``TableScaleLatency``)."""
+        from slimda.latency_build import measure_like_table
 
         with one_torch_thread():
-            return measure(onnx_path, device, opts)
+            return measure_like_table(onnx_path, table, self.bank, device, opts)
 
     def _manifest(self, config, device, budgets, result, exported, measured, predicted, input_shape, attempts,
                   search_seconds, started, final) -> dict:
@@ -248,7 +251,8 @@ class Deployer:
         artifact = exported["artifact"]
         score = self.scorer.score(config)
         files = file_records(dict.fromkeys([exported["onnx"], *artifact.files]), exported["onnx"].parent)
-        versions = tool_versions({"runtime_on_device": measured.runtime_version} if measured else None)
+        raw = measured.measurement if measured else None
+        versions = tool_versions({"runtime_on_device": raw.runtime_version} if raw else None)
         return {
             "format": MANIFEST_FORMAT,
             "config_id": config.id,
@@ -259,11 +263,14 @@ class Deployer:
             "runtime": device.runtime,
             "budget": budgets.to_dict(),
             "predicted_latency_ms": _round(predicted),
-            "measured_latency_ms": _round(measured.stats.p50 if measured else None),
-            "measured_latency_ms_p90": _round(measured.stats.p90 if measured else None),
-            "measurement": measured.to_row() if measured else None,
+            "measured_latency_ms": _round(measured.latency_ms if measured else None),
+            "measured_latency_ms_raw": _round(raw.stats.p50 if raw else None),
+            "measured_latency_ms_p90": _round(raw.stats.p90 if raw else None),
+            "measurement_method": measured.method if measured else None,
+            "device_speed_vs_table": _round(measured.device_speed if measured else None, 4),
+            "measurement": raw.to_row() if raw else None,
             "within_budget": None if not (budgets.latency and measured)
-            else measured.stats.p50 <= budgets.latency.value,
+            else measured.latency_ms <= budgets.latency.value,
             "upem": round(score.upem, 6),
             "upem_distance": self.scorer.distance,
             "target_acc": None if score.target_acc is None else round(score.target_acc, 5),
@@ -331,6 +338,7 @@ def _report_row(manifest: dict, final: Path) -> dict[str, object]:
         "config_id": manifest["config_id"], "width": manifest["width"],
         "predicted_latency_ms": _blank(manifest["predicted_latency_ms"]),
         "measured_latency_ms": _blank(manifest["measured_latency_ms"]),
+        "measured_latency_ms_raw": _blank(manifest["measured_latency_ms_raw"]),
         "measured_latency_ms_p90": _blank(manifest["measured_latency_ms_p90"]),
         "within_budget": _blank(manifest["within_budget"]), "upem": manifest["upem"],
         "target_acc": _blank(manifest["target_acc"]), "flops_m": manifest["flops_m"],

@@ -28,6 +28,7 @@ from slimda.latency_table import (
     is_ok_row,
     normalise_row,
     read_rows,
+    row_latency,
     table_path,
 )
 from slimda.profilers import measurement
@@ -142,12 +143,22 @@ def _weights_mb(module: nn.Module) -> float:
     return round(sum(p.numel() for p in module.parameters()) * 4 / 1e6, 6)
 
 
-class _Exporter:
-    """Exports entries to ONNX in a scratch folder; whole networks stay exported until their last round."""
+def reference_config(space: WidthSpace) -> WidthConfig:
+    """The network every entry is timed against: the uniform width nearest 0.5× (a mid-sized network of the
+    same architecture, so it feels the machine's slowdowns as the entries do)."""
+    return space.uniform(min(space.ratios, key=lambda r: (abs(r - 0.5), r)))
 
-    def __init__(self, bank: ModelBank, plan: NetPlan, dev: DeviceProfile, folder: Path) -> None:
+
+class _Exporter:
+    """Exports entries to ONNX in a scratch folder; whole networks stay exported until their last round.
+    With a ``reference`` configuration, every entry is timed paired with it (exported once, kept)."""
+
+    def __init__(self, bank: ModelBank, plan: NetPlan, dev: DeviceProfile, folder: Path,
+                 reference: WidthConfig | None = None) -> None:
         self.bank, self.plan, self.dev, self.folder = bank, plan, dev, folder
         self.done: dict[tuple[str, str], tuple[Path, float]] = {}
+        self.reference_id = reference.id if reference is not None else ""
+        self.reference_path = self.export(Entry("reference", reference.id, reference))[0] if reference else None
 
     def export(self, entry: Entry) -> tuple[Path, float]:
         """(ONNX path, weight MB); raises ``SlimdaError`` when the export fails."""
@@ -178,34 +189,40 @@ def _time_entry(entry: Entry, exporter: _Exporter, options: MeasureOptions, last
     try:
         path, mb = exporter.export(entry)
     except SlimdaError as err:
-        return {**measurement.failure_row(dev, err, runtime=dev.runtime, options=options),
-                **_meta(entry, exporter.plan, dev)}
+        return {**measurement.failure_row(dev, err, runtime=dev.runtime, options=options), **_meta(entry, exporter)}
     try:
-        row = measurement.measure_row(path, dev, options)
+        row = measurement.measure_row(path, dev, options, reference=exporter.reference_path)
     finally:
         if last_use:
             exporter.release(entry)
-    return {**row, **_meta(entry, exporter.plan, dev), "weights_mb": mb}
+    return {**row, **_meta(entry, exporter), "weights_mb": mb}
 
 
-def _meta(entry: Entry, plan: NetPlan, dev: DeviceProfile) -> dict[str, object]:
+def _meta(entry: Entry, exporter: _Exporter) -> dict[str, object]:
+    plan = exporter.plan
     return {"entry_kind": entry.kind, "entry_key": entry.key,
             "config_id": "" if entry.kind == "block" else entry.config.id,
             "arch": plan.arch, "net_input_shape": plan.input_text, "num_classes": plan.num_classes,
-            "opset": dev.default_opset}
+            "opset": exporter.dev.default_opset, "reference_id": exporter.reference_id}
 
 
 def _check_same_table(rows: Sequence[Mapping[str, str]], plan: NetPlan, dev: DeviceProfile,
-                      options: MeasureOptions, path: Path) -> None:
+                      options: MeasureOptions, path: Path, reference_id: str) -> None:
     threads = options.threads_for(dev)
     wanted = {"device": dev.name, "arch": plan.arch, "net_input_shape": plan.input_text,
               "num_classes": str(plan.num_classes), "opset": str(dev.default_opset),
-              "threads": "" if threads is None else str(threads)}
+              "threads": "" if threads is None else str(threads), "reference_id": reference_id}
     for row in rows:
         found = {k: str(row[k]) for k in wanted}
         if not (is_ok_row(row) and row["entry_kind"] != "correction"):
             found["threads"] = wanted["threads"]  # failure rows record the requested threads, or none
         if found != wanted:
+            if {k for k in wanted if found[k] != wanted[k]} == {"reference_id"}:
+                how = (f"paired with {found['reference_id']}" if found["reference_id"]
+                       else "unpaired (by an older slimda, or with --unpaired)")
+                raise SlimdaError(f"{path} was timed {how}, and paired and unpaired rows do not mix: "
+                                  f"{'drop' if found['reference_id'] else 'add'} --unpaired to extend it, or delete "
+                                  "the file to rebuild it")
             raise SlimdaError(f"{path} holds a latency table for other settings ({found}, wanted {wanted}): "
                               "pass another --out, or delete the file to rebuild it")
 
@@ -225,6 +242,7 @@ def build_table(
     enumerate_limit: int = 64,
     correction_terms: str = "auto",
     retry_failed: bool = False,
+    paired: bool = True,
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
 ) -> LatencyTable:
@@ -234,7 +252,8 @@ def build_table(
     else the backbone's default size). ``fit_configs`` random sub-networks (seeded by ``seed``) and the
     uniform widths are timed whole, ``whole_rounds`` times each, for the correction. Entries already in
     ``out_csv`` are skipped (failed ones too, unless ``retry_failed``); every new row is appended and
-    flushed at once, so an interrupted build loses at most the entry it was timing.
+    flushed at once, so an interrupted build loses at most the entry it was timing. With ``paired`` (and a
+    device timed in this process) every entry is timed against ``reference_config(space)``.
     """
     dev = get_device(device)
     opts = options or MeasureOptions()
@@ -245,8 +264,9 @@ def build_table(
     path = Path(out_csv)
     say = log or (lambda text: print(text, file=sys.stderr))
 
+    reference = reference_config(space) if paired and measurement.can_pair(dev, opts) else None
     rows, intact = read_rows(path)
-    _check_same_table(rows, plan, dev, opts, path)
+    _check_same_table(rows, plan, dev, opts, path, reference.id if reference else "")
     rows = [r for r in rows if r["entry_kind"] != "correction" and (not retry_failed or r["status"] != "failed")]
     counts = Counter((r["entry_kind"], r["entry_key"]) for r in rows)
     entries = plan_entries(space, plan, fit_configs, seed, enumerate_limit, whole_rounds)
@@ -262,7 +282,7 @@ def build_table(
     try:
         with tempfile.TemporaryDirectory(prefix="slimda-lut-") as tmp, one_torch_thread(), \
                 progress_bar(len(todo), "latency table", "entry", progress) as bar:
-            exporter = _Exporter(bank, plan, dev, Path(tmp))
+            exporter = _Exporter(bank, plan, dev, Path(tmp), reference)
             for i, entry in enumerate(todo):
                 bar.set_postfix_str(entry.key[:48], refresh=False)
                 row = _time_entry(entry, exporter, measure_opts, i == last_use[(entry.kind, entry.key)])
@@ -271,6 +291,11 @@ def build_table(
                 bar.update(1)
     finally:
         log_file.close()
+    if not any(is_ok_row(r) for r in all_rows):
+        first = next((r["error"] for r in all_rows if r.get("error")), "no entry was measured")
+        raise SlimdaError(f"every entry of the latency table failed on {dev.name} (first error: {first}); the "
+                          f"failure rows are in {path}: fix the cause, then run the build again with "
+                          "--retry-failed")
     table = LatencyTable(all_rows, plan)
     table.correction = table.fit_correction(correction_terms)
     table.rows.append(normalise_row(_correction_row(table, all_rows, plan, dev)))
@@ -295,7 +320,8 @@ def _correction_row(table: LatencyTable, rows: Sequence[Mapping[str, object]], p
             "device": dev.name, "entry_kind": "correction", "entry_key": c.terms, "coef_a": round(c.a, 6),
             "coef_b_ms": round(c.b, 6), "coef_c_ms_per_mb": round(c.c, 6), "status": "ok",
             "measured_at": measurement.now_iso(), "arch": plan.arch, "net_input_shape": plan.input_text,
-            "num_classes": plan.num_classes, "opset": dev.default_opset,
+            "num_classes": plan.num_classes, "opset": dev.default_opset, "reference_id": table.reference_id,
+            "reference_ms": "" if table.reference_ms is None else round(table.reference_ms, 6),
             "notes": f"relative least squares over {c.points} measured whole networks (median of their rounds); "
                      f"leave-one-out mean |error| {100 * c.loo_error:.2f} %; {table.noise.text()}"}
 
@@ -304,7 +330,11 @@ def _correction_row(table: LatencyTable, rows: Sequence[Mapping[str, object]], p
 
 @dataclass(frozen=True)
 class ValidationReport:
-    """Predicted vs measured latency of held-out random configurations (measured: median of rounds)."""
+    """Predicted vs measured latency of held-out random configurations (measured: median of rounds).
+
+    On a paired table the held-out networks are timed paired with the table's reference too, and "measured"
+    is their ratio to it × the table's reference latency; ``within_10_raw`` scores the raw medians instead,
+    which carry whatever the machine's speed did meanwhile (the same number on an unpaired table)."""
 
     rows: list[dict[str, object]]
     within_10: float
@@ -313,14 +343,18 @@ class ValidationReport:
     count: int
     with_fallback: int
     repeatable: float  # share of networks whose every round lies within ±10 % of their median: the noise floor
-    drift: float  # the uniform-width networks now / in the table, median: how far the device moved since
+    drift: float  # the reference (or uniform) networks now / in the table, median: how far the device moved
+    within_10_raw: float
+    paired: bool
 
     def text(self) -> str:
-        return (f"{self.count} held-out configurations: {100 * self.within_10:.1f} % within ±10 %, "
-                f"RMSE {self.rmse_ms:.4f} ms, Spearman ρ {self.spearman:.3f}; {self.with_fallback} used the "
-                f"per-slot regression for unseen blocks; measurement repeatability {100 * self.repeatable:.0f} % "
-                f"(rounds within ±10 % of their median); uniform-width networks now {100 * (self.drift - 1):+.1f} % "
-                "against the table")
+        measured = "paired with the table's reference" if self.paired else "unpaired"
+        raw = f" ({100 * self.within_10_raw:.1f} % against raw medians)" if self.paired else ""
+        return (f"{self.count} held-out configurations, timed {measured}: {100 * self.within_10:.1f} % within "
+                f"±10 %{raw}, RMSE {self.rmse_ms:.4f} ms, Spearman ρ {self.spearman:.3f}; {self.with_fallback} "
+                f"used the per-slot regression for unseen blocks; measurement repeatability "
+                f"{100 * self.repeatable:.0f} % (rounds within ±10 % of their median); the device runs "
+                f"{100 * (self.drift - 1):+.1f} % against the table")
 
 
 def accuracy(predicted: Sequence[float], measured: Sequence[float]) -> tuple[float, float, float]:
@@ -343,15 +377,16 @@ def validation_configs(space: WidthSpace, table: LatencyTable, count: int, seed:
 
 
 def measure_configs(bank: ModelBank, plan: NetPlan, configs: Sequence[WidthConfig], device: str | DeviceProfile,
-                    options: MeasureOptions | None, rounds: int = 3,
-                    progress: bool | None = None) -> dict[str, list[dict[str, object]]]:
-    """Time whole networks end to end in ``rounds`` interleaved rounds: {config id: its rows}."""
+                    options: MeasureOptions | None, rounds: int = 3, progress: bool | None = None,
+                    reference: WidthConfig | None = None) -> dict[str, list[dict[str, object]]]:
+    """Time whole networks end to end in ``rounds`` interleaved rounds (paired with ``reference`` if given):
+    {config id: its rows}."""
     dev = get_device(device)
     opts = replace(options or MeasureOptions(), resolution=None)
     out: dict[str, list[dict[str, object]]] = {c.id: [] for c in configs}
     with tempfile.TemporaryDirectory(prefix="slimda-lut-val-") as tmp, \
             progress_bar(rounds * len(configs), "validation", "run", progress) as bar, one_torch_thread():
-        exporter = _Exporter(bank, plan, dev, Path(tmp))
+        exporter = _Exporter(bank, plan, dev, Path(tmp), reference)
         for r in range(rounds):
             for config in configs:
                 out[config.id].append(_time_entry(Entry("whole", config.id, config, round=r), exporter, opts,
@@ -365,40 +400,86 @@ def validate_table(table: LatencyTable, bank_or_space: ModelBank | WidthSpace, d
                    seed: int = 0, rounds: int = 3, progress: bool | None = None) -> ValidationReport:
     """Time ``count`` held-out configurations end to end (median of ``rounds``) against the predictions.
 
-    The uniform-width networks are timed again in the same rounds: ``drift`` says how much faster or slower
-    the device runs now than when the table was built (a shared machine's load, thermal state, ...)."""
+    A paired table's reference is timed with every network, so ``drift`` (how much faster or slower the
+    device runs now than during the build: a shared machine's load, thermal state...) comes free; an
+    unpaired table's uniform-width networks are timed again in the same rounds for it."""
     from slimda.tables import write_csv_atomic
 
     bank = _bank_for(bank_or_space, table.input_shape[1], table.num_classes)
     space = bank.space if isinstance(bank_or_space, ModelBank) else bank_or_space
     configs = validation_configs(space, table, count, seed)
-    anchors = [table.config(i) for i in sorted(table.uniform_ids) if i in table.whole_ms]
-    measured = measure_configs(bank, table.plan, configs + anchors, device, options, rounds, progress)
-    now = [np.median([float(r["latency_ms_p50"]) for r in measured[a.id] if is_ok_row(r)]) / table.whole_ms[a.id]
-           for a in anchors if any(is_ok_row(r) for r in measured[a.id])]
+    paired = bool(table.reference_id) and table.reference_ms is not None and \
+        measurement.can_pair(device, options or MeasureOptions())
+    reference = table.config(table.reference_id) if paired else None
+    anchors = [] if paired else [table.config(i) for i in sorted(table.uniform_ids) if i in table.whole_ms]
+    measured = measure_configs(bank, table.plan, configs + anchors, device, options, rounds, progress, reference)
+    if paired:
+        now = [float(r["reference_ms"]) / table.reference_ms  # type: ignore[arg-type, operator]
+               for c in configs for r in measured[c.id] if is_ok_row(r)]
+    else:
+        now = [np.median([float(r["latency_ms_p50"]) for r in measured[a.id] if is_ok_row(r)]) / table.whole_ms[a.id]
+               for a in anchors if any(is_ok_row(r) for r in measured[a.id])]
     rows: list[dict[str, object]] = []
     repeatable = []
     for config in configs:
         pred = table.explain(config)
-        values = [float(r["latency_ms_p50"]) for r in measured[config.id] if is_ok_row(r)]  # type: ignore[arg-type]
+        ok = [r for r in measured[config.id] if is_ok_row(r)]
+        values = [row_latency(r, table.reference_ms) for r in ok]
+        raw = [float(r["latency_ms_p50"]) for r in ok]  # type: ignore[arg-type]
         errors = [str(r["error"]) for r in measured[config.id] if r.get("status") != "ok"]
         ms = float(np.median(values)) if values else None
+        raw_ms = float(np.median(raw)) if raw else None
         if values:
             repeatable.append(RoundNoise.repeats(values))
         rows.append({"config_id": config.id, "predicted_ms": round(pred.latency_ms, 6),
                      "measured_ms": "" if ms is None else round(ms, 6),
                      "error_pct": "" if ms is None else round(100 * (pred.latency_ms / ms - 1), 2),
+                     "measured_raw_ms": "" if raw_ms is None else round(raw_ms, 6),
+                     "error_raw_pct": "" if raw_ms is None else round(100 * (pred.latency_ms / raw_ms - 1), 2),
                      "fallback_blocks": pred.fallback_blocks, "source": pred.source, "rounds": len(values),
                      "round_ms": " ".join(f"{v:.4f}" for v in values),
+                     "round_raw_ms": " ".join(f"{v:.4f}" for v in raw),
                      "status": "ok" if values else "failed", "error": errors[0] if errors else ""})
     good = [r for r in rows if r["status"] == "ok"]
-    within, rmse, rho = accuracy([float(r["predicted_ms"]) for r in good],  # type: ignore[arg-type]
-                                 [float(r["measured_ms"]) for r in good])  # type: ignore[arg-type]
+    predicted = [float(r["predicted_ms"]) for r in good]  # type: ignore[arg-type]
+    within, rmse, rho = accuracy(predicted, [float(r["measured_ms"]) for r in good])  # type: ignore[arg-type]
+    within_raw, _, _ = accuracy(predicted, [float(r["measured_raw_ms"]) for r in good])  # type: ignore[arg-type]
     if out_csv is not None and rows:
         write_csv_atomic(out_csv, rows)
     return ValidationReport(rows, within, rmse, rho, len(good), sum(1 for r in good if r["fallback_blocks"]),
                             float(np.mean(repeatable)) if repeatable else float("nan"),
-                            float(np.median(now)) if now else float("nan"))
+                            float(np.median(now)) if now else float("nan"), within_raw, paired)
+
+
+@dataclass(frozen=True)
+class TableScaleLatency:
+    """A model re-timed the way a table was built, so that its latency compares with the table's predictions."""
+
+    latency_ms: float  # paired table: vs_reference × the table's reference latency; otherwise the raw median
+    measurement: measurement.Measurement  # the model's own runs (raw statistics)
+    method: str
+    device_speed: float | None  # the reference's latency now / in the table (> 1: the device runs slower)
+
+
+def measure_like_table(onnx_path: str | os.PathLike, table: LatencyTable | None, bank: ModelBank,
+                       device: str | DeviceProfile, options: MeasureOptions | None) -> TableScaleLatency:
+    """Time ``onnx_path`` as ``table`` was built: paired with the table's reference where the table is paired
+    and the device allows it (the latency at the device's speed during the build), else its raw median."""
+    dev = get_device(device)
+    opts = options or MeasureOptions()
+    paired = table is not None and table.reference_id and table.reference_ms is not None and \
+        measurement.can_pair(dev, opts)
+    if not paired:
+        raw = measurement.measure(onnx_path, dev, opts)
+        return TableScaleLatency(raw.stats.p50, raw, "median of its own runs", None)
+    assert table is not None and table.reference_ms is not None
+    with tempfile.TemporaryDirectory(prefix="slimda-reference-") as tmp, one_torch_thread():
+        reference = _Exporter(bank, table.plan, dev, Path(tmp), table.config(table.reference_id)).reference_path
+        pair = measurement.measure_paired(onnx_path, reference, dev, opts)  # type: ignore[arg-type]
+    return TableScaleLatency(
+        pair.vs_reference * table.reference_ms, pair.measurement,
+        f"paired with the table's reference {table.reference_id}: {pair.vs_reference:.4f} × its "
+        f"{table.reference_ms:.4f} ms in the table", pair.reference_ms / table.reference_ms)
 
 
 # -------------------------------------------------------------------------------------------------- CLI
@@ -433,7 +514,8 @@ def run_bank_profile(args) -> int:
         raise ConfigError(f"--rounds must be at least 1, got {rounds}")
     table = build_table(bank, dev, options, out, resolution=resolution, seed=seed,
                         fit_configs=getattr(args, "fit_configs", 40), whole_rounds=rounds,
-                        retry_failed=getattr(args, "retry_failed", False))
+                        retry_failed=getattr(args, "retry_failed", False),
+                        paired=not getattr(args, "unpaired", False))
     print(", ".join(f"{k}={v}" for k, v in table.summary().items()))
     print(f"wrote {out}")
     if args.validate:

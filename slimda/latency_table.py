@@ -21,10 +21,17 @@ kernel predictor): relative least squares of the measured keys of its group (sam
 input size) on the terms of a conv block's FLOPs, ``1, in, mid, out, in·mid, mid², mid·out, in·out``.
 ``Prediction.fallback_blocks`` counts the blocks of a prediction that came from it.
 
-Whole networks are timed in several rounds spread over the build and the table keeps their median: on a
-shared machine the load drifts over minutes. Builds resume: each row is appended and flushed as soon as it
-is measured and entries already in the file are skipped; an entry that fails on the device becomes a
-``status=failed`` row with the error and is left out of every fit and prediction.
+Every entry is timed *paired* with a reference network (the uniform width nearest 0.5×) wherever the
+device's runtime runs in this process: the two alternate in ~20 ms chunks and the row records their ratio
+(``vs_reference``) beside the raw statistics. A shared host or a CPU with unlocked clocks changes speed by
+tens of percent within seconds; the ratio does not see it. The table's latency of a paired entry is
+``vs_reference`` × the reference's median over the whole build (``reference_ms``): the entry's latency at
+the device's typical speed. Devices reached over ssh or adb are timed unpaired (the raw median).
+Whole networks are also timed in several rounds spread over the build and the table keeps their median.
+
+Builds resume: each row is appended and flushed as soon as it is measured and entries already in the file
+are skipped; an entry that fails on the device becomes a ``status=failed`` row with the error and is left
+out of every fit and prediction.
 
 Modules: slimda.latency_plan (block slots and keys), this one (the table and its predictions),
 slimda.latency_build (building, validation, the ``slimda-profile --bank`` command).
@@ -43,14 +50,15 @@ import numpy as np
 
 from slimda.errors import ConfigError, SlimdaError
 from slimda.latency_plan import BlockSlot, NetPlan, channel_features, key_channels, key_group, plan_from_description
-from slimda.profilers.measurement import ROW_COLUMNS
+from slimda.profilers.measurement import PAIRED_COLUMNS, ROW_COLUMNS
 from slimda.space import WidthConfig
 
 ENTRY_KINDS = ("block", "uniform", "whole", "correction")
 TABLE_COLUMNS: tuple[str, ...] = (
-    "entry_kind", "entry_key", "config_id", *ROW_COLUMNS, "weights_mb",
+    "entry_kind", "entry_key", "config_id", *ROW_COLUMNS, *PAIRED_COLUMNS, "reference_id", "weights_mb",
     "arch", "net_input_shape", "num_classes", "opset", "coef_a", "coef_b_ms", "coef_c_ms_per_mb",
 )
+LATER_COLUMNS = (*PAIRED_COLUMNS, "reference_id")  # tables written before paired timing lack these
 
 # ------------------------------------------------------------------------------------- unseen keys
 
@@ -161,12 +169,29 @@ def normalise_row(row: Mapping[str, object]) -> dict[str, object]:
     return {c: ("" if row.get(c) is None else row.get(c)) for c in TABLE_COLUMNS}
 
 
-def _rounds(rows: Iterable[Mapping[str, object]], kinds: tuple[str, ...], field: str) -> dict[str, list[float]]:
+def reference_ms(rows: Iterable[Mapping[str, object]]) -> float | None:
+    """The reference network's median latency over every paired row (None when no row is paired)."""
+    paired = (r for r in rows if is_ok_row(r) and _float(r.get("vs_reference")) is not None)
+    values = [v for v in (_float(r.get("reference_ms")) for r in paired) if v is not None]
+    return float(np.median(values)) if values else None
+
+
+def row_latency(row: Mapping[str, object], reference: float | None) -> float:
+    """A row's latency in ms: ``vs_reference`` × the table's reference latency when the row is paired, else its
+    raw median."""
+    ratio = _float(row.get("vs_reference"))
+    if ratio is not None and reference is not None:
+        return ratio * reference
+    return float(row["latency_ms_p50"])  # type: ignore[arg-type]
+
+
+def _rounds(rows: Iterable[Mapping[str, object]], kinds: tuple[str, ...], field: str,
+            reference: float | None) -> dict[str, list[float]]:
     """Every ok measurement of each entry (whole networks are timed in several rounds)."""
     values: dict[str, list[float]] = {}
     for row in rows:
         if row["entry_kind"] in kinds and is_ok_row(row):
-            values.setdefault(str(row[field]), []).append(float(row["latency_ms_p50"]))  # type: ignore[arg-type]
+            values.setdefault(str(row[field]), []).append(row_latency(row, reference))
     return values
 
 
@@ -237,8 +262,10 @@ class LatencyTable:
         self.input_shape = tuple(int(d) for d in str(meta["net_input_shape"]).split("x"))
         self.num_classes = int(meta["num_classes"])  # type: ignore[arg-type]
         self.plan = plan or plan_from_description(self.arch, self.input_shape, self.num_classes)  # type: ignore[arg-type]
-        self.block_ms = _medians(_rounds(self.rows, ("block",), "entry_key"))
-        whole_rounds = _rounds(self.rows, ("uniform", "whole"), "config_id")
+        self.reference_ms = reference_ms(self.rows)
+        self.reference_id = next((str(r["reference_id"]) for r in self.rows if r["reference_id"]), "")
+        self.block_ms = _medians(_rounds(self.rows, ("block",), "entry_key", self.reference_ms))
+        whole_rounds = _rounds(self.rows, ("uniform", "whole"), "config_id", self.reference_ms)
         self.whole_ms = _medians(whole_rounds)
         self.noise = RoundNoise.of(whole_rounds.values())
         self.uniform_ids = {str(r["config_id"]) for r in self.rows if r["entry_kind"] == "uniform"}
@@ -338,7 +365,8 @@ class LatencyTable:
                 "whole_entries": len(self.fit_ids & set(self.whole_ms)),
                 "failed_rows": sum(1 for r in self.rows if r["status"] == "failed"),
                 "correction": c.terms, "coef_a": round(c.a, 4), "coef_b_ms": round(c.b, 4),
-                "coef_c_ms_per_mb": round(c.c, 5),
+                "coef_c_ms_per_mb": round(c.c, 5), "reference": self.reference_id or "none (unpaired)",
+                "reference_ms": "" if self.reference_ms is None else round(self.reference_ms, 4),
                 "repeatable_pct": round(100 * self.noise.repeatable, 1) if self.noise.networks else "",
                 "round_spread_pct": round(100 * self.noise.spread, 1) if self.noise.networks else ""}
 
@@ -369,7 +397,8 @@ def read_rows(path: Path) -> tuple[list[dict[str, str]], bool]:
     if not intact:
         text = text[: text.rfind("\n") + 1]
     reader = csv.DictReader(text.splitlines())
-    if reader.fieldnames is not None and list(reader.fieldnames) != list(TABLE_COLUMNS):
+    older = [c for c in TABLE_COLUMNS if c not in LATER_COLUMNS]
+    if reader.fieldnames is not None and list(reader.fieldnames) not in (list(TABLE_COLUMNS), older):
         raise SlimdaError(f"{path} is not a latency table of this slimda version (its columns differ): "
                           "move it away or pass another --out")
     rows = [r for r in reader if None not in r.values() and r.get("entry_kind") in ENTRY_KINDS]

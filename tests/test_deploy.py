@@ -23,6 +23,7 @@ from slimda.errors import ConfigError
 from slimda.evaluate import TargetScorer, load_target_images
 from slimda.export.manifest import missing_keys, sha256_file
 from slimda.export.onnx_export import PARITY_TOLERANCE, onnx_opset
+from slimda.latency_build import TableScaleLatency
 from slimda.latency_table import load_table
 from slimda.profilers.measurement import Measurement, MeasureOptions
 from slimda.profilers.stats import LatencyStats
@@ -75,7 +76,10 @@ def test_deployed_onnx_matches_the_extracted_network_and_the_manifest_is_complet
                                                          Budgets(latency=parse_latency(f"{budget}ms")))
     m = d.manifest
     assert missing_keys(m) == []
-    assert m["predicted_latency_ms"] <= budget and m["measured_latency_ms"] > 0
+    assert m["predicted_latency_ms"] <= budget and m["measured_latency_ms"] > 0 and m["measured_latency_ms_raw"] > 0
+    table = load_table(run_dir, "cpu-onnxruntime")
+    assert m["measurement_method"].startswith(f"paired with the table's reference {table.reference_id}")
+    assert m["device_speed_vs_table"] > 0
     assert m["class_names"] == [str(i) for i in range(10)] and m["input_shape"] == [1, 1, 28, 28]
     assert m["mean"] == [0.5] and m["std"] == [0.5] and m["channels"] == 1
     assert m["versions"]["onnxruntime"] and m["versions"]["torch"]
@@ -144,10 +148,11 @@ def test_measured_over_budget_searches_again_under_a_tighter_limit(run_dir, targ
         exported.append(config)
         return export(self, config, *args)
 
-    def slow_device(self, onnx_path, device, opts):  # the first pick runs 25 % over budget, later ones as predicted
-        ms = budget * 1.25 if len(exported) == 1 else table.predict(exported[-1])
-        return Measurement("cpu-onnxruntime", "onnxruntime", "fake", "fp32", 1, 1, "1x1x28x28", "test",
-                           LatencyStats(p50=ms, p90=ms, mean=ms, runs=5))
+    def slow_device(self, onnx_path, device, opts, table_):  # the first pick runs 25 % over budget, later ones
+        ms = budget * 1.25 if len(exported) == 1 else table.predict(exported[-1])  # as predicted
+        raw = Measurement("cpu-onnxruntime", "onnxruntime", "fake", "fp32", 1, 1, "1x1x28x28", "test",
+                          LatencyStats(p50=ms, p90=ms, mean=ms, runs=5))
+        return TableScaleLatency(ms, raw, "fake", None)
 
     monkeypatch.setattr(Deployer, "_export", remember)
     monkeypatch.setattr(Deployer, "_measure", slow_device)

@@ -15,9 +15,18 @@ from conftest import randomise_batchnorm
 from slimda.backbones import list_backbones
 from slimda.bank import ModelBank, save_bank
 from slimda.errors import SlimdaError
-from slimda.latency_build import build_table, plan_entries
+from slimda.latency_build import build_table, plan_entries, reference_config, validate_table
 from slimda.latency_plan import plan_for
-from slimda.latency_table import TABLE_COLUMNS, LatencyTable, RoundNoise, fit_correction, load_table, table_path
+from slimda.latency_table import (
+    LATER_COLUMNS,
+    TABLE_COLUMNS,
+    LatencyTable,
+    RoundNoise,
+    fit_correction,
+    load_table,
+    normalise_row,
+    table_path,
+)
 from slimda.profilers import measurement
 from slimda.profilers.measurement import Measurement, MeasureOptions
 from slimda.profilers.stats import LatencyStats
@@ -114,6 +123,62 @@ def built(bank, tmp_path_factory):
     return table, path
 
 
+def test_real_build_is_paired_with_the_reference(built, bank):
+    table, path = built
+    reference = reference_config(bank.space)
+    assert reference == bank.space.uniform(0.5) and table.reference_id == reference.id
+    timed = [r for r in table.rows if r["entry_kind"] != "correction"]
+    assert all(r["reference_id"] == reference.id and float(r["vs_reference"]) > 0 for r in timed)
+    assert table.reference_ms == pytest.approx(np.median([float(r["reference_ms"]) for r in timed]))
+    block = next(r for r in timed if r["entry_kind"] == "block")
+    assert table.block_ms[block["entry_key"]] == pytest.approx(float(block["vs_reference"]) * table.reference_ms)
+    assert 0.5 < table.whole_ms[reference.id] / table.reference_ms < 2  # the reference against itself
+    assert table.summary()["reference"] == reference.id
+
+
+def test_a_paired_table_reads_latency_as_ratio_times_the_reference():
+    plan = plan_for(ModelBank("digits-cnn", 10, 1), (16, 16))
+    base = {"arch": "digits-cnn", "net_input_shape": plan.input_text, "num_classes": 10, "status": "ok",
+            "device": "cpu-onnxruntime", "reference_id": "r"}
+    rows = [{**base, "entry_kind": "block", "entry_key": "k", "latency_ms_p50": 9.0, "vs_reference": 0.5,
+             "reference_ms": ref} for ref in (1.0, 3.0, 2.0)]  # the machine sped up and slowed down
+    rows.append({**base, "entry_kind": "block", "entry_key": "raw", "latency_ms_p50": 7.0})  # an unpaired row
+    table = LatencyTable(rows, plan)
+    assert table.reference_ms == 2.0 and table.reference_id == "r"
+    assert table.block_ms == {"k": pytest.approx(1.0), "raw": 7.0}
+
+
+def test_a_table_written_before_paired_timing_still_loads(built, bank, tmp_path):
+    table, _ = built
+    older = [c for c in TABLE_COLUMNS if c not in LATER_COLUMNS]
+    path = tmp_path / "old.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=older, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(r for r in table.rows if r["entry_kind"] != "correction")
+    old = LatencyTable.load(path)
+    assert old.reference_ms is None and old.reference_id == ""
+    row = next(r for r in table.rows if r["entry_kind"] == "block")
+    assert old.block_ms[row["entry_key"]] == pytest.approx(float(row["latency_ms_p50"]))  # raw medians
+    assert old.predict(bank.space.largest()) > 0
+
+
+def test_validation_is_paired_like_its_table(built, bank, tmp_path):
+    table, _ = built
+    report = validate_table(table, bank, "cpu-onnxruntime", FAST, 3, tmp_path / "val.csv", rounds=2, progress=False)
+    assert report.paired and report.count == 3 and report.drift > 0
+    assert 0 <= report.within_10 <= 1 and 0 <= report.within_10_raw <= 1
+    assert "paired with the table's reference" in report.text()
+    for row in report.rows:
+        assert float(row["measured_ms"]) > 0 and float(row["measured_raw_ms"]) > 0
+        assert len(row["round_ms"].split()) == len(row["round_raw_ms"].split()) == 2
+    unpaired = LatencyTable([normalise_row({**r, "vs_reference": "", "reference_ms": "", "reference_id": ""})
+                             for r in table.rows], table.plan)
+    report = validate_table(unpaired, bank, "cpu-onnxruntime", FAST, 2, rounds=1, progress=False)
+    assert not report.paired and report.within_10 == report.within_10_raw
+    assert all(r["measured_ms"] == r["measured_raw_ms"] for r in report.rows)
+
+
 def test_real_build_predicts_every_configuration(built, bank):
     table, _ = built
     space = bank.space
@@ -172,9 +237,10 @@ def small_bank():
     return ModelBank("digits-cnn", 10, 1, ratios=(0.5, 1.0)).eval()
 
 
-def _build(small_bank, path, **kw):
+def _build(small_bank, path, paired=False, **kw):
+    """A build timed by ``fake_measurement`` (patched over ``measure``): unpaired unless asked."""
     return build_table(small_bank, "cpu-onnxruntime", FAST, path, resolution=(16, 16), fit_configs=4,
-                       whole_rounds=2, progress=False, log=lambda _: None, **kw)
+                       whole_rounds=2, progress=False, log=lambda _: None, paired=paired, **kw)
 
 
 def test_interrupted_build_resumes_where_it_stopped(small_bank, tmp_path, monkeypatch):
@@ -238,13 +304,25 @@ def test_failing_entry_becomes_a_failure_row(small_bank, tmp_path, monkeypatch):
     assert len(calls) == 1 and bad_key in retried.block_ms
 
 
+def test_a_build_where_every_entry_fails_says_so(small_bank, tmp_path, monkeypatch):
+    def broken(onnx_path, device, options=None):
+        raise RuntimeError("the runtime crashed")
+
+    monkeypatch.setattr(measurement, "measure", broken)
+    with pytest.raises(SlimdaError, match="every entry .* failed .*the runtime crashed.*--retry-failed"):
+        _build(small_bank, tmp_path / "lut.csv")
+    assert all(r["status"] == "failed" for r in csv.DictReader((tmp_path / "lut.csv").open()))
+
+
 def test_a_table_of_other_settings_is_not_resumed(small_bank, tmp_path, monkeypatch):
     path = tmp_path / "lut.csv"
     monkeypatch.setattr(measurement, "measure", fake_measurement)
     _build(small_bank, path)
     with pytest.raises(SlimdaError, match="other settings"):
         build_table(small_bank, "cpu-onnxruntime", FAST, path, resolution=(20, 20), fit_configs=4,
-                    progress=False, log=lambda _: None)
+                    progress=False, log=lambda _: None, paired=False)
+    with pytest.raises(SlimdaError, match="timed unpaired .* add --unpaired"):  # paired and unpaired never mix
+        _build(small_bank, path, paired=True)
 
 
 # ------------------------------------------------------------------------------------------------ the CLI

@@ -13,6 +13,7 @@ import sys
 import textwrap
 import time
 import types
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -21,14 +22,17 @@ from profiler_helpers import fast_options, tiny_onnx
 from slimda.errors import ConfigError, SlimdaError
 from slimda.profilers.devices import DEVICES, get_device, list_devices
 from slimda.profilers.measurement import (
+    PAIRED_COLUMNS,
     ROW_COLUMNS,
     Measurement,
     MeasureOptions,
+    can_pair,
     failure_row,
     measure,
+    measure_paired,
     measure_row,
 )
-from slimda.profilers.stats import LoopLimits, compute_stats, timed_runs
+from slimda.profilers.stats import LoopLimits, compute_stats, paired_runs, timed_runs
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +76,35 @@ def test_loop_is_bounded():
     assert not complete and 0 < len(latencies) < 100_000
     assert time.perf_counter() - start < 2
     assert all(lat >= 4.0 for lat in latencies)  # each run slept 5 ms
+
+
+class WanderingMachine:
+    """A fake clock (ns) whose machine runs 1.6x slower in every other 200 ms stretch: a shared host."""
+
+    def __init__(self) -> None:
+        self.now = 0
+
+    def clock(self) -> int:
+        return self.now
+
+    def runner(self, cost_ms: float):
+        def run() -> None:
+            slow = 1.6 if (self.now // 200_000_000) % 2 else 1.0
+            self.now += int(cost_ms * slow * 1e6)
+        return run
+
+
+def test_paired_loop_cancels_a_wandering_machine_speed():
+    machine = WanderingMachine()
+    limits = LoopLimits(warmup=2, min_runs=200, min_time_s=0.5, max_runs=10**6, max_time_s=60)
+    runs = paired_runs(machine.runner(0.1), machine.runner(0.4), limits, chunk_s=0.02, clock=machine.clock)
+    assert runs.complete and len(runs.latencies) >= 200 and sum(runs.latencies) >= 500
+    assert min(runs.latencies) == pytest.approx(0.1) and max(runs.latencies) == pytest.approx(0.16)
+    assert runs.ratio == pytest.approx(0.25)  # each latency alone moves by 60 %, their ratio not at all
+    assert np.mean([r == pytest.approx(0.25) for r in runs.ratios]) > 0.6  # all but pairs astride a change
+    bounded = paired_runs(machine.runner(1.0), machine.runner(1.0), LoopLimits(0, 10**5, 0, 10**6, 0.1),
+                          clock=machine.clock)
+    assert not bounded.complete and sum(bounded.latencies) < 150
 
 
 def test_loop_limits_are_checked():
@@ -127,6 +160,26 @@ def test_onnxruntime_batch_and_threads(dynamic_model):
     opts = fast_options(batch=3, threads=2)
     row = _check_row(measure(dynamic_model, "cpu-onnxruntime", opts), opts)
     assert (row["batch"], row["threads"], row["input_shape"]) == (3, 2, "3x3x16x16")
+
+
+def test_paired_measurement_on_both_runtimes(model, tmp_path):
+    other = tiny_onnx(tmp_path / "larger.onnx", size=32)
+    opts = fast_options(min_runs=30)
+    for device in ("cpu-onnxruntime", "cpu-openvino", "ort-mobile"):
+        paired = measure_paired(other, model, device, replace(opts, cache_dir=str(tmp_path / "ort")))
+        _check_row(paired.measurement, opts)
+        assert paired.reference_ms > 0 and paired.vs_reference > 0
+        assert "paired with tiny.onnx" in paired.measurement.notes
+        row = paired.to_row()
+        assert tuple(row) == ROW_COLUMNS + PAIRED_COLUMNS
+        # the model against itself: the same latency (loose bounds: a test is no benchmark)
+        assert 0.5 < measure_paired(model, model, device, opts).vs_reference < 2
+    row = measure_row(other, "cpu-onnxruntime", opts, reference=model, entry_key="x")
+    assert row["status"] == "ok" and float(row["vs_reference"]) > 0 and row["entry_key"] == "x"
+    assert can_pair("cpu-openvino") and not can_pair("cpu-openvino", MeasureOptions(host="me@box"))
+    assert not can_pair("jetson-nano") and not can_pair("ort-mobile", MeasureOptions(adb_serial="R58"))
+    with pytest.raises(ConfigError, match="cannot time two models in turn"):
+        measure_paired(model, model, "jetson-nano", opts)
 
 
 def test_fixed_batch_model_rejects_other_batch(model):
@@ -311,6 +364,10 @@ def test_cli_out_file(model, tmp_path, capsys):
     assert capsys.readouterr().out == ""
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 1 and rows[0]["device"] == "cpu-openvino"
+    profile.run(_args("--device", "cpu-onnxruntime", "--onnx", str(model), "--reference", str(model), "--min-runs",
+                      "10", "--min-time", "0", "--warmup", "1", "--out", str(tmp_path / "new" / "paired.csv")))
+    rows = list(csv.DictReader((tmp_path / "new" / "paired.csv").open()))
+    assert len(rows) == 1 and float(rows[0]["vs_reference"]) > 0 and float(rows[0]["reference_ms"]) > 0
 
 
 def test_cli_unknown_device_and_missing_host(model):

@@ -6,7 +6,6 @@ import argparse
 import csv
 import io
 import sys
-from pathlib import Path
 
 from slimda.errors import ConfigError
 
@@ -23,6 +22,7 @@ mobile format (desktop proxy, or a phone over adb), a Jetson over ssh (trtexec) 
 examples:
   slimda profile --list-devices
   slimda profile --device cpu-openvino --onnx model.onnx --threads 4
+  slimda profile --device cpu-onnxruntime --onnx model.onnx --reference baseline.onnx
   slimda profile --device cpu-openvino --onnx model.onnx --host me@intel-box --remote-python /opt/venv/bin/python
   slimda profile --device ort-mobile --onnx model.onnx --adb R58M123ABC
   slimda profile --device jetson-nano --onnx model.onnx --host ubuntu@192.168.1.42
@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--list-devices", action="store_true",
                       help="print the device profiles (name, runtime, where, precision, description) and exit")
     what.add_argument("--onnx", metavar="FILE", help="time this one ONNX model and print one CSV row")
+    what.add_argument("--reference", metavar="FILE", help="with --onnx: time it in alternating ~20 ms chunks with "
+                      "this ONNX model and add reference_ms and vs_reference (their ratio, steady even when the "
+                      "machine's speed wanders) to the row; devices this host runs only")
     what.add_argument("--bank", metavar="RUN", help="build the latency lookup table of the bank in this run "
                       "directory (written to RUN/latency/DEVICE.csv unless --out)")
     what.add_argument("--arch", metavar="NAME", help="build the lookup table of an untrained bank of this "
@@ -51,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="with --bank/--arch: time every whole network (fit set, uniform widths, --validate) in "
                       "N rounds spread over the build and keep its median; more rounds steady a noisy device "
                       "(default: 3)")
+    what.add_argument("--unpaired", action="store_true",
+                      help="with --bank/--arch: time every entry alone. By default an entry on a device this host "
+                      "runs (cpu-*, ort-mobile without --adb) is timed in alternating ~20 ms chunks with a reference "
+                      "network (the uniform 0.5x width) and the table keeps their ratio, which the machine's "
+                      "changes of speed cancel out of; remote devices are always timed unpaired")
     what.add_argument("--seed", type=int, default=0, help="seed of the fit and validation configurations")
     what.add_argument("--retry-failed", action="store_true",
                       help="with --bank/--arch: time again the entries that failed in an earlier run of the build")
@@ -174,13 +182,16 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give --onnx FILE to time one model, or --bank RUN to build a lookup table")
     options = options_from_args(args)
     check_jetson_host(device, options)
-    from slimda.profilers.measurement import ROW_COLUMNS, measure
+    from slimda.profilers.measurement import PAIRED_COLUMNS, ROW_COLUMNS, measure, measure_paired
+    from slimda.tables import write_text_atomic
 
-    measurement = measure(args.onnx, device, options)
-    text = csv_text([measurement.to_row()], ROW_COLUMNS)
+    if args.reference:
+        row, columns = measure_paired(args.onnx, args.reference, device, options).to_row(), ROW_COLUMNS + PAIRED_COLUMNS
+    else:
+        row, columns = measure(args.onnx, device, options).to_row(), ROW_COLUMNS
+    text = csv_text([row], columns)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+        write_text_atomic(args.out, text)
         print(f"wrote {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
