@@ -59,6 +59,8 @@ def score(table, report, correction: str) -> dict[str, object]:
     errors = np.abs(np.asarray(predicted) / np.asarray(measured) - 1) * 100
     return {"correction": table.correction.terms, "coef_a": round(table.correction.a, 4),
             "coef_b_ms": round(table.correction.b, 4), "coef_c_ms_per_mb": round(table.correction.c, 5),
+            "coef_d_ms_per_mb_spilled": round(table.correction.d, 5),
+            "spill_knee_mb": round(table.correction.knee_mb, 3),
             "validate_n": len(good), "within_10pct": round(100 * within, 1), "rmse_ms": round(rmse, 4),
             "within_10pct_raw": round(100 * within_raw, 1),
             "within_10pct_drift_removed": round(100 * within_steady, 1),

@@ -304,7 +304,8 @@ def build_table(
     failed = sum(1 for r in all_rows if r["status"] == "failed")
     say(f"latency table {path}: {len(todo)} entries timed in {time.perf_counter() - started:.1f} s "
         f"({len(entries) - len(todo)} reused, {failed} failed); {len(table.block_ms)} block keys; correction "
-        f"{c.terms}: a={c.a:.4f} b={c.b:.4f} ms c={c.c:.5f} ms/MB over {c.points} networks "
+        f"{c.terms}: a={c.a:.4f} b={c.b:.4f} ms c={c.c:.5f} ms/MB d={c.d:.5f} ms/MB above {c.knee_mb:.2f} MB "
+        f"over {c.points} networks "
         f"(leave-one-out error {100 * c.loo_error:.1f} %); repeatability: {table.noise.text()}")
     if table.noise.noisy:
         say(table.noise.advice(dev.name))
@@ -318,7 +319,8 @@ def _correction_row(table: LatencyTable, rows: Sequence[Mapping[str, object]], p
     return {**{k: template.get(k, "") for k in ("device", "runtime", "runtime_version", "precision", "threads",
                                                  "batch", "host")},
             "device": dev.name, "entry_kind": "correction", "entry_key": c.terms, "coef_a": round(c.a, 6),
-            "coef_b_ms": round(c.b, 6), "coef_c_ms_per_mb": round(c.c, 6), "status": "ok",
+            "coef_b_ms": round(c.b, 6), "coef_c_ms_per_mb": round(c.c, 6), "coef_d_ms_per_mb_spilled": round(c.d, 6),
+            "spill_knee_mb": round(c.knee_mb, 6), "status": "ok",
             "measured_at": measurement.now_iso(), "arch": plan.arch, "net_input_shape": plan.input_text,
             "num_classes": plan.num_classes, "opset": dev.default_opset, "reference_id": table.reference_id,
             "reference_ms": "" if table.reference_ms is None else round(table.reference_ms, 6),

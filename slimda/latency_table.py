@@ -8,11 +8,12 @@ A table is built for one (bank width space, device, input resolution, batch) and
   spatial stride, input size), so blocks at different positions with the same shapes share one entry.
 - ``uniform`` rows: whole networks at the uniform widths of the space (returned as measured).
 - ``whole`` rows: whole random sub-networks (the *fit set*), timed end to end.
-- ``correction`` row: ``latency ≈ a·Σ blocks + b`` (+ ``c·weight MB`` where that term lowers the
-  leave-one-out error), relative least squares over the uniform and fit-set networks. Timing a block alone
-  adds a runtime call and layout conversions and loses cross-block fusion (constant or proportional
-  costs: ``a``, ``b``); it also keeps the block's weights hot in the caches, which a whole network larger
-  than the caches cannot (a cost that follows the weight bytes: ``c``).
+- ``correction`` row: ``latency ≈ a·Σ blocks + b`` (+ ``c·weight MB``, + ``d·max(0, weight MB − knee)``
+  where those terms lower the leave-one-out error), relative least squares over the uniform and fit-set
+  networks. Timing a block alone adds a runtime call and layout conversions and loses cross-block fusion
+  (constant or proportional costs: ``a``, ``b``); it also keeps the block's weights hot in the caches,
+  which a whole network larger than the caches cannot (a cost that follows the weight bytes: ``c``, and
+  ``d`` for every MB beyond what the cache holds for the network).
 
 The space is far too large to time every block key (digits-cnn: ~470k configurations, resnet18 ~1e10), so
 a build times every key of the uniform and fit-set networks and every key of the block *slots* with few
@@ -57,8 +58,10 @@ ENTRY_KINDS = ("block", "uniform", "whole", "correction")
 TABLE_COLUMNS: tuple[str, ...] = (
     "entry_kind", "entry_key", "config_id", *ROW_COLUMNS, *PAIRED_COLUMNS, "reference_id", "weights_mb",
     "arch", "net_input_shape", "num_classes", "opset", "coef_a", "coef_b_ms", "coef_c_ms_per_mb",
+    "coef_d_ms_per_mb_spilled", "spill_knee_mb",
 )
-LATER_COLUMNS = (*PAIRED_COLUMNS, "reference_id")  # tables written before paired timing lack these
+# columns added since the first table format; a table that lacks some of them still loads
+LATER_COLUMNS = (*PAIRED_COLUMNS, "reference_id", "coef_d_ms_per_mb_spilled", "spill_knee_mb")
 
 # ------------------------------------------------------------------------------------- unseen keys
 
@@ -82,12 +85,15 @@ class GroupModel:
 
 # ------------------------------------------------------------------------------------------ correction
 
-CORRECTION_TERMS = ("sum", "sum+weights")
+CORRECTION_TERMS = ("sum", "sum+weights", "sum+weights+spill")
+SPILL_KNEE_QUANTILES = np.linspace(0.0, 0.6, 13)  # knees tried: these quantiles of the fit networks' weight MB
+SPILL_MIN_POINTS = 12  # the spill form has 4 coefficients and a knee: fit it on at least this many networks
 
 
 @dataclass(frozen=True)
 class Correction:
-    """``latency ≈ a·Σ blocks + c·weight MB + b`` (``c`` = 0 for the plain ``sum`` form)."""
+    """``latency ≈ a·Σ blocks + b + c·weight MB + d·max(0, weight MB − knee)`` (``c``, ``d`` = 0 unless the
+    form has them)."""
 
     a: float = 1.0
     b: float = 0.0
@@ -95,13 +101,20 @@ class Correction:
     terms: str = "sum"
     points: int = 0
     loo_error: float = float("nan")  # leave-one-out mean |relative error| over the fit networks
+    d: float = 0.0
+    knee_mb: float = 0.0
 
     def __call__(self, block_sum_ms: float, weights_mb: float) -> float:
-        return self.a * block_sum_ms + self.c * weights_mb + self.b
+        return (self.a * block_sum_ms + self.b + self.c * weights_mb
+                + self.d * max(weights_mb - self.knee_mb, 0.0))
 
 
-def _design(sums: np.ndarray, weights: np.ndarray, terms: str) -> np.ndarray:
-    cols = [sums, np.ones_like(sums)] + ([weights] if terms == "sum+weights" else [])
+def _design(sums: np.ndarray, weights: np.ndarray, terms: str, knee: float = 0.0) -> np.ndarray:
+    cols = [sums, np.ones_like(sums)]
+    if terms != "sum":
+        cols.append(weights)
+    if terms == "sum+weights+spill":
+        cols.append(np.maximum(weights - knee, 0.0))
     return np.stack(cols, axis=1)
 
 
@@ -110,30 +123,45 @@ def _relative_lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return coef
 
 
+def _loo_error(x: np.ndarray, y: np.ndarray) -> float:
+    """Mean |relative error| of each network predicted by the fit on all the others."""
+    if len(y) <= x.shape[1] + 1:
+        return float("nan")
+    errors = []
+    for k in range(len(y)):
+        keep = np.arange(len(y)) != k
+        errors.append(abs(float(x[k] @ _relative_lstsq(x[keep], y[keep])) / y[k] - 1))
+    return float(np.mean(errors))
+
+
 def fit_correction(sums: Sequence[float], weights_mb: Sequence[float], measured: Sequence[float],
                    terms: str = "auto") -> Correction:
     """Relative least squares of measured whole networks on their block sums (and weight MB).
 
-    ``terms="auto"`` keeps the weight term only where it lowers the leave-one-out error: on CPUs whose
+    ``terms="auto"`` picks the form with the lowest leave-one-out error. Why the weight terms: on CPUs whose
     caches hold a lone block's weights but not a whole network's, the whole network also streams its
-    weights from memory, a cost that grows with the weight bytes rather than with the block sum.
+    weights from memory, a cost that grows with the weight bytes rather than with the block sum (``c``);
+    and once the weights outgrow what the cache holds for the network, every further MB streams (``d``,
+    above a knee chosen from the fit networks' weight sizes by the same leave-one-out error).
     """
     s, w, y = (np.asarray(v, dtype=float) for v in (sums, weights_mb, measured))
     if len(y) < 2:
         return Correction(points=len(y))
-    candidates = [terms] if terms != "auto" else (["sum"] if len(y) < 8 else list(CORRECTION_TERMS))
+    if terms != "auto":
+        candidates = [terms]
+    else:
+        candidates = ["sum"] if len(y) < 8 else [t for t in CORRECTION_TERMS
+                                                  if t != "sum+weights+spill" or len(y) >= SPILL_MIN_POINTS]
     best: Correction | None = None
     for form in candidates:
-        x = _design(s, w, form)
-        errors = []
-        for k in range(len(y)) if len(y) > x.shape[1] + 1 else ():
-            keep = np.arange(len(y)) != k
-            errors.append(abs(float(x[k] @ _relative_lstsq(x[keep], y[keep])) / y[k] - 1))
-        coef = _relative_lstsq(x, y)
-        fit = Correction(float(coef[0]), float(coef[1]), float(coef[2]) if len(coef) > 2 else 0.0, form, len(y),
-                         float(np.mean(errors)) if errors else float("nan"))
-        if best is None or fit.loo_error < best.loo_error:
-            best = fit
+        knees = sorted(set(np.quantile(w, SPILL_KNEE_QUANTILES))) if form == "sum+weights+spill" else [0.0]
+        for knee in knees:
+            x = _design(s, w, form, knee)
+            coef = _relative_lstsq(x, y)
+            fit = Correction(float(coef[0]), float(coef[1]), float(coef[2]) if len(coef) > 2 else 0.0, form,
+                             len(y), _loo_error(x, y), float(coef[3]) if len(coef) > 3 else 0.0, float(knee))
+            if best is None or fit.loo_error < best.loo_error or np.isnan(best.loo_error):
+                best = fit
     assert best is not None
     return best
 
@@ -276,7 +304,9 @@ class LatencyTable:
         if stored:
             r = stored[-1]
             self.correction = Correction(float(r["coef_a"]), float(r["coef_b_ms"]),  # type: ignore[arg-type]
-                                         _float(r["coef_c_ms_per_mb"]) or 0.0, str(r["entry_key"]))
+                                         _float(r["coef_c_ms_per_mb"]) or 0.0, str(r["entry_key"]),
+                                         d=_float(r["coef_d_ms_per_mb_spilled"]) or 0.0,
+                                         knee_mb=_float(r["spill_knee_mb"]) or 0.0)
         else:
             self.correction = self.fit_correction()
 
@@ -365,7 +395,8 @@ class LatencyTable:
                 "whole_entries": len(self.fit_ids & set(self.whole_ms)),
                 "failed_rows": sum(1 for r in self.rows if r["status"] == "failed"),
                 "correction": c.terms, "coef_a": round(c.a, 4), "coef_b_ms": round(c.b, 4),
-                "coef_c_ms_per_mb": round(c.c, 5), "reference": self.reference_id or "none (unpaired)",
+                "coef_c_ms_per_mb": round(c.c, 5), "coef_d_ms_per_mb_spilled": round(c.d, 5),
+                "spill_knee_mb": round(c.knee_mb, 3), "reference": self.reference_id or "none (unpaired)",
                 "reference_ms": "" if self.reference_ms is None else round(self.reference_ms, 4),
                 "repeatable_pct": round(100 * self.noise.repeatable, 1) if self.noise.networks else "",
                 "round_spread_pct": round(100 * self.noise.spread, 1) if self.noise.networks else ""}
@@ -397,8 +428,9 @@ def read_rows(path: Path) -> tuple[list[dict[str, str]], bool]:
     if not intact:
         text = text[: text.rfind("\n") + 1]
     reader = csv.DictReader(text.splitlines())
-    older = [c for c in TABLE_COLUMNS if c not in LATER_COLUMNS]
-    if reader.fieldnames is not None and list(reader.fieldnames) not in (list(TABLE_COLUMNS), older):
+    found = list(reader.fieldnames or [])
+    known = [c for c in TABLE_COLUMNS if c in found] == found and set(TABLE_COLUMNS) - set(found) <= set(LATER_COLUMNS)
+    if reader.fieldnames is not None and not known:
         raise SlimdaError(f"{path} is not a latency table of this slimda version (its columns differ): "
                           "move it away or pass another --out")
     rows = [r for r in reader if None not in r.values() and r.get("entry_kind") in ENTRY_KINDS]

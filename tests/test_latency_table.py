@@ -98,6 +98,20 @@ def test_correction_recovers_a_linear_law():
     assert auto.terms == "sum+weights" and auto.c == pytest.approx(0.2)
 
 
+def test_correction_finds_where_the_weights_spill_out_of_the_cache():
+    rng = np.random.default_rng(0)
+    weights = rng.uniform(1.0, 40.0, size=40)
+    sums = 0.1 * weights + rng.uniform(0.5, 2.0, size=40)
+    measured = 0.9 * sums + 0.2 + 0.05 * weights + 0.15 * np.maximum(weights - 12.0, 0.0)  # spills above 12 MB
+    fit = fit_correction(sums, weights, measured)
+    assert fit.terms == "sum+weights+spill" and fit.loo_error < 0.01
+    assert 8.0 < fit.knee_mb < 16.0 and fit.d > 0.1
+    assert fit(sums[0], weights[0]) == pytest.approx(measured[0], rel=0.02)
+    plain = fit_correction(sums, weights, measured, terms="sum+weights")
+    assert plain.d == 0.0 and plain.loo_error > 3 * fit.loo_error
+    assert fit_correction(sums[:10], weights[:10], measured[:10]).terms != "sum+weights+spill"  # too few points
+
+
 def test_round_noise_is_the_share_of_networks_that_repeat_within_ten_percent():
     quiet = RoundNoise.of([[1.0, 1.02, 0.99], [2.0, 2.1, 1.95], [5.0]])  # a network timed once says nothing
     assert quiet.networks == 2 and quiet.repeatable == 1.0 and not quiet.noisy and quiet.advice("d") == ""
