@@ -4,9 +4,9 @@ ONNX in, numbers out; nothing here imports torch, so a profile can run on a box 
 Modules (each imported only when used):
 
 - ``devices``: ``DeviceProfile`` and the registry (``get_device``, ``list_devices``).
-- ``measurement``: ``MeasureOptions``, ``Measurement`` (``to_row()``), ``measure``, ``measure_row``,
-  ``failure_row``, ``ROW_COLUMNS``.
-- ``stats``: ``LatencyStats``, ``compute_stats``, the warm-up/measurement loop.
+- ``measurement``: ``MeasureOptions``, ``Measurement`` (``to_row()``), ``measure``, ``measure_paired`` (a
+  model against a reference in alternating chunks), ``measure_row``, ``failure_row``, ``ROW_COLUMNS``.
+- ``stats``: ``LatencyStats``, ``compute_stats``, the warm-up/measurement loop and the paired loop.
 - runtimes: ``ort_cpu``, ``openvino_cpu``, ``ort_mobile`` (ORT format, adb), ``trtexec`` (Jetson over
   ssh, ``build_engine``), ``tensorrt_local`` (TensorRT Python API); ``remote``/``worker`` run CPU
   profiles on another host over ssh.
@@ -24,6 +24,7 @@ _EXPORTS = {
     "LatencyStats": "stats", "compute_stats": "stats",
     "MeasureOptions": "measurement", "Measurement": "measurement", "measure": "measurement",
     "measure_row": "measurement", "failure_row": "measurement", "ROW_COLUMNS": "measurement",
+    "measure_paired": "measurement", "PairedMeasurement": "measurement",
     "MeasurementError": "measurement",
     "SSHTarget": "ssh", "AdbTarget": "adb", "TransportError": "transport",
     "build_engine": "trtexec",
