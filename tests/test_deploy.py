@@ -170,6 +170,23 @@ def test_measured_over_budget_searches_again_under_a_tighter_limit(run_dir, targ
     assert d.manifest["within_budget"] is True and d.manifest["config_id"] == attempts[1]["config_id"]
 
 
+def test_a_device_that_stays_over_budget_gets_a_warning(run_dir, target, tmp_path, monkeypatch, capsys):
+    budget = mid_budget(run_dir, target[0])
+
+    def slow_device(self, onnx_path, device, opts, table_):  # every pick runs 25 % over budget
+        ms = budget * 1.25
+        raw = Measurement("cpu-onnxruntime", "onnxruntime", "fake", "fp32", 1, 1, "1x1x28x28", "test",
+                          LatencyStats(p50=ms, p90=ms, mean=ms, runs=5))
+        return TableScaleLatency(ms, raw, "fake", None)
+
+    monkeypatch.setattr(Deployer, "_measure", slow_device)
+    d = deployer(run_dir, target, tmp_path / "slow", retries=1).deploy(
+        "cpu-onnxruntime", Budgets(latency=parse_latency(f"{budget}ms")))
+    assert len(d.manifest["attempts"]) == 2 and d.manifest["within_budget"] is False
+    err = capsys.readouterr().err
+    assert "warning: cpu-onnxruntime" in err and "after 2 attempt(s)" in err and "--retries" in err
+
+
 def test_budgets_need_one_limit():
     with pytest.raises(ConfigError, match="at least one budget"):
         Budgets()
