@@ -384,6 +384,18 @@ def test_cli_unknown_device_and_missing_host(model):
         profile.run(_args("--device", "cpu-onnxruntime", "--onnx", str(model), "--resolution", "big"))
 
 
+def test_cli_refuses_options_of_the_other_mode(model):
+    from slimda.commands import profile
+
+    cases = [(("--onnx", str(model), "--bank", "runs/x"), "give one of them"),
+             (("--bank", "runs/x", "--arch", "resnet18"), "not both"),
+             (("--bank", "runs/x", "--reference", str(model)), "--reference goes with --onnx"),
+             (("--onnx", str(model), "--unpaired", "--validate", "5"), "--unpaired, --validate only apply")]
+    for extra, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            profile.run(_args("--device", "cpu-onnxruntime", *extra))
+
+
 def test_cli_bank_goes_to_latency_build(monkeypatch):
     from slimda.commands import profile
 

@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "3 otherwise)")
     what.add_argument("--fit-configs", type=int, default=40, metavar="N",
                       help="with --bank/--arch: random sub-networks timed whole to fit the table's correction "
-                      "latency = a * sum(blocks) + b (default: 40)")
+                      "from block sums to whole networks (default: 40)")
     what.add_argument("--rounds", type=int, default=3, metavar="N",
                       help="with --bank/--arch: time every whole network (fit set, uniform widths, --validate) in "
                       "N rounds spread over the build and keep its median; more rounds steady a noisy device "
@@ -164,6 +164,23 @@ def csv_text(rows: list[dict[str, object]], columns: tuple[str, ...]) -> str:
     return buf.getvalue()
 
 
+def check_mode(args: argparse.Namespace) -> None:
+    """Refuse options of the other mode (one model with --onnx, a table with --bank/--arch) rather than
+    ignore them: a --reference silently dropped from a table build would cost a whole build."""
+    if args.bank and args.arch:
+        raise ConfigError("give --bank RUN (a trained bank) or --arch NAME (an untrained one), not both")
+    if args.onnx and (args.bank or args.arch):
+        raise ConfigError("--onnx times one model and --bank/--arch build a lookup table: give one of them")
+    if args.reference and not args.onnx:
+        raise ConfigError("--reference goes with --onnx (one model timed against another); a table build with "
+                          "--bank/--arch picks its own reference network unless --unpaired")
+    if args.onnx:
+        table_only = [flag for flag, given in (("--unpaired", args.unpaired), ("--retry-failed", args.retry_failed),
+                                               ("--validate", args.validate)) if given]
+        if table_only:
+            raise ConfigError(f"{', '.join(table_only)} only apply to a table build (--bank/--arch), not to --onnx")
+
+
 def run(args: argparse.Namespace) -> int:
     from slimda.profilers.devices import get_device, list_devices
 
@@ -174,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
         names = ", ".join(d.name for d in list_devices())
         raise ConfigError(f"choose a device with --device ({names}); --list-devices describes them")
     device = get_device(args.device)
+    check_mode(args)
     if args.bank or args.arch:
         from slimda.latency_build import run_bank_profile
 
