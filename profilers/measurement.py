@@ -1,8 +1,8 @@
 """The typed options and result of one measurement, the CSV row, and the entry points.
 
 ``measure(onnx, device, options) -> Measurement`` times one ONNX model on one device and raises on failure;
-``measure_paired(onnx, reference, ...)`` times it in alternating chunks with a reference model (devices
-timed in this process only) and also returns their ratio, which a wandering machine speed cancels out of;
+``measure_paired(onnx, reference, ...)`` times it in alternating chunks with a reference model (runtimes
+slimda drives, here or over ssh) and also returns their ratio, which a wandering machine speed cancels out of;
 ``measure_row(...)`` is the form a LUT build uses: it always returns a flat row, a failure row
 (``status=failed``, the error text, empty numbers) when the entry itself fails. Configuration mistakes and
 unreachable targets (``ConfigError``, ``TransportError``) still raise there: they would fail every entry.
@@ -288,11 +288,12 @@ def measure_local(path: Path, dev: DeviceProfile, opts: MeasureOptions) -> Measu
 
 
 def can_pair(device: str | DeviceProfile, options: MeasureOptions | None = None) -> bool:
-    """Whether ``measure_paired`` works for the device: its runtime runs in this process (not over ssh or
-    adb, not trtexec), so two models can be alternated run by run."""
+    """Whether ``measure_paired`` works for the device: its runtime is a Python runtime that slimda drives,
+    here or on an ssh host through the worker, so two models can be alternated run by run (not on a phone
+    through adb, not with trtexec)."""
     dev = get_device(device)
     opts = options or MeasureOptions()
-    return dev.name in ("cpu-onnxruntime", "cpu-openvino", "ort-mobile") and not opts.host and not opts.adb_serial
+    return dev.name in ("cpu-onnxruntime", "cpu-openvino", "ort-mobile") and not opts.adb_serial
 
 
 @dataclass(frozen=True)
@@ -311,15 +312,20 @@ class PairedMeasurement:
 
 def measure_paired(onnx_path: str | Path, reference_path: str | Path, device: str | DeviceProfile,
                    options: MeasureOptions | None = None) -> PairedMeasurement:
-    """Time ``onnx_path`` against ``reference_path`` (chunks of ~20 ms each in turn) on a local device.
+    """Time ``onnx_path`` against ``reference_path`` (chunks of ~20 ms each in turn) on a device slimda
+    drives (here, or on ``options.host`` through the ssh worker).
 
     A shared host or a CPU with unlocked clocks changes speed by tens of percent within seconds; both models
     feel it alike, so their ratio repeats far better than either latency (benchmarks/latency_noise.py)."""
     dev = get_device(device)
     opts = options or MeasureOptions()
     if not can_pair(dev, opts):
-        raise ConfigError(f"{dev.name} cannot time two models in turn here (only the runtimes this process "
-                          "loads can: cpu-onnxruntime, cpu-openvino, ort-mobile without --adb or --host)")
+        raise ConfigError(f"{dev.name} cannot time two models in turn (only the Python runtimes slimda drives, "
+                          "here or over ssh, can: cpu-onnxruntime, cpu-openvino, ort-mobile without --adb)")
+    if opts.host:
+        from slimda.profilers import remote
+
+        return remote.measure_paired_over_ssh(Path(onnx_path), Path(reference_path), dev, opts)
     try:
         model = open_local(Path(onnx_path), dev, opts)
         reference = open_local(Path(reference_path), dev, opts)

@@ -65,13 +65,19 @@ class SSHTarget:
         return result
 
     def put(self, local: str | Path, remote: str, timeout: float = 600.0) -> None:
-        """Copy a local file to ``remote`` (its directory is created)."""
+        """Copy a local file to ``remote`` (its directory is created). The file appears whole or not at all:
+        it is written beside and renamed, so an interrupted copy never leaves a truncated model behind."""
         parent = str(Path(remote).parent)
-        script = f"mkdir -p {shlex.quote(parent)} && cat > {shlex.quote(remote)}"
+        partial = shlex.quote(remote + ".partial-") + "$$"
+        script = f"mkdir -p {shlex.quote(parent)} && cat > {partial} && mv -f {partial} {shlex.quote(remote)}"
         remote_cmd = shlex.join(["sh", "-c", script])
         code, _, err = self._call(remote_cmd, timeout, stdin=Path(local).read_bytes(), text=False)
         if code != 0:
             raise TransportError(f"cannot copy {local} to {self.host}:{remote} (exit {code}): {err.strip()}")
+
+    def exists(self, remote: str, timeout: float = 60.0) -> bool:
+        """Whether ``remote`` is a non-empty file on the host."""
+        return self.run(["test", "-s", remote], timeout=timeout).returncode == 0
 
     def get(self, remote: str, local: str | Path, timeout: float = 600.0) -> Path:
         """Copy ``remote`` from the host to a local file; returns the local path."""

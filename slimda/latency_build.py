@@ -253,7 +253,7 @@ def build_table(
     uniform widths are timed whole, ``whole_rounds`` times each, for the correction. Entries already in
     ``out_csv`` are skipped (failed ones too, unless ``retry_failed``); every new row is appended and
     flushed at once, so an interrupted build loses at most the entry it was timing. With ``paired`` (and a
-    device timed in this process) every entry is timed against ``reference_config(space)``.
+    device slimda drives, here or over ssh) every entry is timed against ``reference_config(space)``.
     """
     dev = get_device(device)
     opts = options or MeasureOptions()

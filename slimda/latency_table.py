@@ -22,12 +22,13 @@ kernel predictor): relative least squares of the measured keys of its group (sam
 input size) on the terms of a conv block's FLOPs, ``1, in, mid, out, in·mid, mid², mid·out, in·out``.
 ``Prediction.fallback_blocks`` counts the blocks of a prediction that came from it.
 
-Every entry is timed *paired* with a reference network (the uniform width nearest 0.5×) wherever the
-device's runtime runs in this process: the two alternate in ~20 ms chunks and the row records their ratio
-(``vs_reference``) beside the raw statistics. A shared host or a CPU with unlocked clocks changes speed by
-tens of percent within seconds; the ratio does not see it. The table's latency of a paired entry is
-``vs_reference`` × the reference's median over the whole build (``reference_ms``): the entry's latency at
-the device's typical speed. Devices reached over ssh or adb are timed unpaired (the raw median).
+Every entry is timed *paired* with a reference network (the uniform width nearest 0.5×) wherever slimda
+drives the device's runtime (here, or on an ssh host through its worker): the two alternate in ~20 ms
+chunks and the row records their ratio (``vs_reference``) beside the raw statistics. A shared host or a
+CPU with unlocked clocks changes speed by tens of percent within seconds; the ratio does not see it. The
+table's latency of a paired entry is ``vs_reference`` × the reference's median over the whole build
+(``reference_ms``): the entry's latency at the device's typical speed. A phone through adb and a Jetson
+through trtexec are timed unpaired (the raw median).
 Whole networks are also timed in several rounds spread over the build and the table keeps their median.
 
 Builds resume: each row is appended and flushed as soon as it is measured and entries already in the file

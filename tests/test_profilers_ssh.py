@@ -23,7 +23,7 @@ import pytest
 from profiler_helpers import fast_options, tiny_onnx
 from slimda.errors import SlimdaError
 from slimda.profilers.adb import AdbTarget
-from slimda.profilers.measurement import measure, measure_row
+from slimda.profilers.measurement import measure, measure_paired, measure_row
 from slimda.profilers.ssh import SSHTarget
 from slimda.profilers.transport import TransportError
 from slimda.profilers.trtexec import build_engine
@@ -137,6 +137,34 @@ def test_remote_cpu_profile_over_ssh(sshd, model, tmp_path):
     assert "over ssh" in row["notes"] and row["input_shape"] == "1x3x16x16"
     copies = list(remote_dir.glob("tiny-*.onnx"))
     assert len(copies) == 1 and copies[0].read_bytes() == model.read_bytes()
+
+
+def test_paired_profile_over_ssh_alternates_on_the_host_and_copies_the_reference_once(sshd, model, tmp_path):
+    """A table built over ssh times every entry against one reference, on the host, as a local build does."""
+    reference = tiny_onnx(tmp_path / "reference.onnx", size=32)
+    remote_dir = tmp_path / "remote paired dir"
+    opts = ssh_opts(sshd, remote_python=sys.executable, remote_dir=str(remote_dir), min_runs=10)
+    first = measure_paired(model, reference, "cpu-onnxruntime", opts)
+    copy = next(remote_dir.glob("reference-*.onnx"))
+    inode = copy.stat().st_ino
+    row = measure_row(model, "cpu-onnxruntime", opts, reference=reference, config_id="tiny")
+    assert copy.stat().st_ino == inode  # already there, named by content: not copied again
+    assert 0 < first.vs_reference < 1 and first.reference_ms > first.measurement.stats.p50 * 0.5
+    assert first.measurement.host == sshd["host"] and "over ssh" in first.measurement.notes
+    assert "paired with reference.onnx" in first.measurement.notes
+    assert row["status"] == "ok" and float(row["vs_reference"]) > 0 and row["config_id"] == "tiny"
+    assert sorted(p.name.split("-")[0] for p in remote_dir.iterdir()) == ["reference", "tiny"]  # no partial copies
+
+
+def test_paired_profile_names_an_old_worker(sshd, model, tmp_path):
+    old_python = tmp_path / "old python"
+    old_python.write_text("#!/bin/sh\necho 'usage: python -m slimda.profilers.worker [-h] --device DEVICE' >&2\n"
+                          "echo 'python -m slimda.profilers.worker: error: unrecognized arguments: --reference x' >&2\n"
+                          "exit 2\n")
+    old_python.chmod(0o755)
+    opts = ssh_opts(sshd, remote_python=str(old_python), remote_dir=str(tmp_path / "r"))
+    with pytest.raises(TransportError, match="too old to time models paired.*--unpaired"):
+        measure_paired(model, model, "cpu-openvino", opts)
 
 
 def test_remote_profile_reports_missing_python(sshd, model, tmp_path):

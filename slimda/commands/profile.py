@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--onnx", metavar="FILE", help="time this one ONNX model and print one CSV row")
     what.add_argument("--reference", metavar="FILE", help="with --onnx: time it in alternating ~20 ms chunks with "
                       "this ONNX model and add reference_ms and vs_reference (their ratio, steady even when the "
-                      "machine's speed wanders) to the row; devices this host runs only")
+                      "machine's speed wanders) to the row; cpu-* and ort-mobile, here or with --host (not --adb)")
     what.add_argument("--bank", metavar="RUN", help="build the latency lookup table of the bank in this run "
                       "directory (written to RUN/latency/DEVICE.csv unless --out)")
     what.add_argument("--arch", metavar="NAME", help="build the lookup table of an untrained bank of this "
@@ -55,10 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "N rounds spread over the build and keep its median; more rounds steady a noisy device "
                       "(default: 3)")
     what.add_argument("--unpaired", action="store_true",
-                      help="with --bank/--arch: time every entry alone. By default an entry on a device this host "
-                      "runs (cpu-*, ort-mobile without --adb) is timed in alternating ~20 ms chunks with a reference "
+                      help="with --bank/--arch: time every entry alone. By default an entry on a cpu-* or ort-mobile "
+                      "device (here or with --host; not --adb) is timed in alternating ~20 ms chunks with a reference "
                       "network (the uniform 0.5x width) and the table keeps their ratio, which the machine's "
-                      "changes of speed cancel out of; remote devices are always timed unpaired")
+                      "changes of speed cancel out of; a phone (--adb) and a Jetson (trtexec) are always timed "
+                      "unpaired")
     what.add_argument("--seed", type=int, default=0, help="seed of the fit and validation configurations")
     what.add_argument("--retry-failed", action="store_true",
                       help="with --bank/--arch: time again the entries that failed in an earlier run of the build")
