@@ -1,18 +1,30 @@
 """CPU profiles of another machine over ssh (an Intel box for cpu-openvino, an ARM board, ...).
 
-The ONNX file is copied to ``remote_dir`` on the host and ``<remote_python> -m slimda.profilers.worker``
-measures it there with the same code a local profile runs; its JSON answer becomes the ``Measurement``.
-A paired measurement (``measure_paired_over_ssh``) copies the reference too and the worker alternates the
-two on the host, so a table built over ssh cancels the host's changes of speed as a local one does.
-Copies are named by content and skipped when the host already has them (a table build times hundreds of
-entries against one reference). The host needs Python with slimda and the runtime installed (no torch),
-key-based ssh login and nothing else.
+The ONNX file is copied to ``remote_dir`` on the host and slimda's worker (``<remote_python> -m
+slimda.profilers.worker``) measures it there with the same code a local profile runs; its JSON answer
+becomes the ``Measurement``. A paired measurement (``measure_paired_over_ssh``) copies the reference too
+and the worker alternates the two on the host, so a table built over ssh cancels the host's changes of
+speed as a local one does. Copies are named by content and skipped when the host already has them (a
+table build times hundreds of entries against one reference).
+
+One worker per (host, interpreter) stays up for the whole process (``--serve``: one ssh connection and one
+Python start instead of one per entry, ~2 s each). Where it cannot start or dies (an older slimda there, a
+runtime that crashed), that measurement runs the one-shot way, one ssh command, whose errors say what is
+missing on the host. The host needs Python with slimda and the runtime installed (no torch), key-based
+ssh login and nothing else.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
+import os
+import select
+import shlex
+import subprocess
+import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,7 +33,7 @@ from slimda.profilers.devices import DeviceProfile
 from slimda.profilers.measurement import Measurement, MeasurementError, MeasureOptions, PairedMeasurement
 from slimda.profilers.ssh import SSHTarget
 from slimda.profilers.transport import TransportError
-from slimda.profilers.worker import REMOTE_FIELDS
+from slimda.profilers.worker import PROTOCOL, REMOTE_FIELDS
 
 
 def remote_model_path(path: Path, remote_dir: str) -> str:
@@ -32,10 +44,14 @@ def remote_model_path(path: Path, remote_dir: str) -> str:
 
 def worker_command(python: str, device: str, remote_onnx: str, opts: MeasureOptions,
                    remote_reference: str | None = None) -> list[str]:
-    options = {k: getattr(opts, k) for k in REMOTE_FIELDS}
     reference = ["--reference", remote_reference] if remote_reference else []
     return [python, "-m", "slimda.profilers.worker", "--device", device, "--onnx", remote_onnx,
-            "--options-json", json.dumps(options), *reference]
+            "--options-json", json.dumps(remote_options(opts)), *reference]
+
+
+def remote_options(opts: MeasureOptions) -> dict:
+    """The options the worker measures with (the transport's own stay here)."""
+    return {k: getattr(opts, k) for k in REMOTE_FIELDS}
 
 
 def measure_over_ssh(path: Path, device: DeviceProfile, opts: MeasureOptions) -> Measurement:
@@ -55,9 +71,13 @@ def measure_paired_over_ssh(path: Path, reference: Path, device: DeviceProfile,
     return PairedMeasurement(measurement, float(paired["reference_ms"]), float(paired["vs_reference"]))
 
 
+def _check_files(*paths: Path | None) -> None:
+    for path in paths:
+        if path is not None and not path.is_file():
+            raise SlimdaError(f"ONNX file not found: {path}")
+
+
 def _upload(target: SSHTarget, path: Path, remote_dir: str) -> str:
-    if not path.is_file():
-        raise SlimdaError(f"ONNX file not found: {path}")
     remote = remote_model_path(path, remote_dir)
     if not target.exists(remote):  # named by content: a file there is this very model, copied whole
         target.put(path, remote)
@@ -66,7 +86,14 @@ def _upload(target: SSHTarget, path: Path, remote_dir: str) -> str:
 
 def _run_worker(path: Path, reference: Path | None, device: DeviceProfile,
                 opts: MeasureOptions) -> tuple[dict, SSHTarget]:
+    _check_files(path, reference)
     target = opts.ssh_target()
+    session = _session(target, opts.remote_python)
+    if session is not None:
+        try:
+            return session.measure(path, reference, device, opts), target
+        except _SessionLost:
+            _drop_session(target, opts.remote_python)  # the one-shot way below says what went wrong, if anything
     remote_onnx = _upload(target, path, opts.remote_dir)
     remote_reference = _upload(target, reference, opts.remote_dir) if reference is not None else None
     command = worker_command(opts.remote_python, device.name, remote_onnx, opts, remote_reference)
@@ -87,6 +114,130 @@ def _run_worker(path: Path, reference: Path | None, device: DeviceProfile,
         reason = answer["error"] if answer else result.tail()
         raise MeasurementError(f"{device.name} on {target.host}: {reason}")
     return answer, target
+
+
+# ------------------------------------------------------------------------------- a worker that stays up
+
+class _SessionLost(Exception):
+    """The serving worker is gone or never answered its greeting: use the one-shot way."""
+
+
+class WorkerSession:
+    """``<python> -m slimda.profilers.worker --serve`` on the host over one ssh connection (see the worker's
+    docstring for the protocol). Answers are read with a deadline, so a hung host cannot hang a build."""
+
+    def __init__(self, target: SSHTarget, python: str, start_timeout_s: float) -> None:
+        self.target = target
+        self.command = shlex.join([python, "-m", "slimda.profilers.worker", "--serve"])
+        self.stderr = tempfile.TemporaryFile()  # a file, not a pipe: a chatty runtime can never block on it
+        self.buffer = b""
+        try:
+            self.proc = subprocess.Popen(target.ssh_argv() + [self.command], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=self.stderr)
+        except OSError as err:
+            self.stderr.close()
+            raise _SessionLost(str(err)) from None
+        try:
+            greeting = self._answer(start_timeout_s, skip_other_lines=True)
+        except (_SessionLost, TimeoutError):
+            self.close()
+            raise _SessionLost(f"no greeting from {self.command}") from None
+        if greeting.get("serving") != PROTOCOL:
+            self.close()
+            raise _SessionLost(f"{self.command} speaks protocol {greeting.get('serving')}, not {PROTOCOL}")
+
+    def _answer(self, timeout_s: float, skip_other_lines: bool = False) -> dict:
+        deadline = time.monotonic() + timeout_s
+        fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        while True:
+            while b"\n" not in self.buffer:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                if select.select([fd], [], [], left)[0]:
+                    chunk = os.read(fd, 1 << 16)
+                    if not chunk:
+                        raise _SessionLost(f"{self.command} on {self.target.host} ended")
+                    self.buffer += chunk
+            line, self.buffer = self.buffer.split(b"\n", 1)
+            try:
+                answer = json.loads(line)
+            except ValueError:
+                answer = None
+            if isinstance(answer, dict):
+                return answer
+            if not skip_other_lines:  # before the greeting, a login script may print; after it, nothing may
+                raise _SessionLost(f"{self.command} answered {line[:200]!r}")
+
+    def request(self, request: dict, timeout_s: float, payload: bytes = b"") -> dict:
+        try:
+            self.proc.stdin.write(json.dumps(request).encode() + b"\n" + payload)  # type: ignore[union-attr]
+            self.proc.stdin.flush()  # type: ignore[union-attr]
+        except OSError as err:
+            raise _SessionLost(str(err)) from None
+        try:
+            return self._answer(timeout_s)
+        except TimeoutError:
+            self.close()
+            raise TransportError(f"slimda's worker on {self.target.host} gave no answer to {request.get('op')} "
+                                 f"within {timeout_s:g} s ({self.command})") from None
+
+    def upload(self, path: Path, remote_dir: str, timeout_s: float) -> str:
+        remote = remote_model_path(path, remote_dir)
+        if not self.request({"op": "has", "path": remote}, 60.0).get("has"):
+            data = path.read_bytes()
+            answer = self.request({"op": "put", "path": remote, "size": len(data)}, timeout_s, data)
+            if "error" in answer:
+                raise TransportError(f"cannot copy {path} to {self.target.host}:{remote}: {answer['error']}")
+        return remote
+
+    def measure(self, path: Path, reference: Path | None, device: DeviceProfile, opts: MeasureOptions) -> dict:
+        remote_onnx = self.upload(path, opts.remote_dir, opts.timeout_s)
+        remote_reference = self.upload(reference, opts.remote_dir, opts.timeout_s) if reference else None
+        answer = self.request({"op": "measure", "device": device.name, "onnx": remote_onnx,
+                               "reference": remote_reference,
+                               "options": remote_options(opts)}, opts.timeout_s)
+        if "error" in answer:
+            raise MeasurementError(f"{device.name} on {self.target.host}: {answer['error']}")
+        return answer
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()  # type: ignore[union-attr]
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr.close()
+
+
+_SESSIONS: dict[tuple[SSHTarget, str], WorkerSession | None] = {}  # None: that host's worker cannot serve
+
+
+def _session(target: SSHTarget, python: str) -> WorkerSession | None:
+    key = (target, python)
+    if key not in _SESSIONS:
+        try:
+            _SESSIONS[key] = WorkerSession(target, python, target.connect_timeout_s + 60.0)
+        except _SessionLost:
+            _SESSIONS[key] = None
+    return _SESSIONS[key]
+
+
+def _drop_session(target: SSHTarget, python: str) -> None:
+    session = _SESSIONS.pop((target, python), None)
+    if session is not None:
+        session.close()
+
+
+def close_sessions() -> None:
+    """End every serving worker of this process (also run at exit)."""
+    for target, python in list(_SESSIONS):
+        _drop_session(target, python)
+
+
+atexit.register(close_sessions)
 
 
 def _measurement(answer: dict, target: SSHTarget) -> Measurement:

@@ -406,3 +406,32 @@ def test_cli_bank_goes_to_latency_build(monkeypatch):
     assert profile.run(_args("--device", "cpu-openvino", "--bank", "runs/x", "--validate", "5")) == 0
     assert seen == [("runs/x", "cpu-openvino", 5)]
     assert profile.parse_resolution("224x160") == (224, 160) and profile.parse_resolution("96") == (96, 96)
+
+
+def test_serving_worker_answers_each_request_and_survives_a_failing_one(model, tmp_path):
+    """The protocol a table build over ssh speaks to one long-lived worker (here without ssh)."""
+    from slimda.profilers.remote import remote_options
+    from slimda.profilers.worker import PROTOCOL, serve
+
+    copy = tmp_path / "host side" / "tiny copy.onnx"
+    data = model.read_bytes()
+    measure_request = {"op": "measure", "device": "cpu-onnxruntime", "onnx": str(copy), "reference": str(copy),
+                       "options": remote_options(fast_options())}
+    lines = [{"op": "has", "path": str(copy)}, {"op": "put", "path": str(copy), "size": len(data)},
+             {"op": "has", "path": str(copy)}, measure_request,
+             {**measure_request, "onnx": str(tmp_path / "missing.onnx")}, {"op": "dance"}]
+    stream = b""
+    for line in lines:
+        stream += json.dumps(line).encode() + b"\n" + (data if line["op"] == "put" else b"")
+    answers_out = io.BytesIO()
+    assert serve(io.BytesIO(stream), answers_out) == 0
+    answers = [json.loads(a) for a in answers_out.getvalue().splitlines()]
+    assert answers[0] == {"serving": PROTOCOL} and len(answers) == len(lines) + 1
+    assert answers[1] == {"has": False} and answers[2] == {"ok": True} and answers[3] == {"has": True}
+    assert copy.read_bytes() == data and [p.name for p in copy.parent.iterdir()] == [copy.name]
+    assert answers[4]["stats"]["runs"] > 0 and answers[4]["paired"]["vs_reference"] > 0
+    assert "error" in answers[5] and "missing.onnx" in answers[5]["error"]
+    assert answers[6] == {"error": "unknown request 'dance'"}
+    # a file cut short by a dropped connection is never written
+    short = json.dumps({"op": "put", "path": str(tmp_path / "cut.onnx"), "size": 100}).encode() + b"\n" + data[:10]
+    assert serve(io.BytesIO(short), io.BytesIO()) == 1 and not (tmp_path / "cut.onnx").exists()

@@ -22,6 +22,7 @@ import pytest
 
 from profiler_helpers import fast_options, tiny_onnx
 from slimda.errors import SlimdaError
+from slimda.profilers import remote
 from slimda.profilers.adb import AdbTarget
 from slimda.profilers.measurement import measure, measure_paired, measure_row
 from slimda.profilers.ssh import SSHTarget
@@ -85,6 +86,14 @@ def sshd(tmp_path_factory):
     log.close()
 
 
+@pytest.fixture(autouse=True)
+def no_lasting_workers():
+    """Every test starts without serving workers, and leaves none behind."""
+    remote.close_sessions()
+    yield
+    remote.close_sessions()
+
+
 @pytest.fixture
 def target(sshd) -> SSHTarget:
     return SSHTarget(sshd["host"], sshd["port"], sshd["key"], sshd["options"])
@@ -126,8 +135,11 @@ def test_put_and_get_files(target, tmp_path):
         target.get(str(tmp_path / "missing"), tmp_path / "x")
 
 
-def test_remote_cpu_profile_over_ssh(sshd, model, tmp_path):
+@pytest.mark.parametrize("way", ["serving worker", "one-shot"])
+def test_remote_cpu_profile_over_ssh(sshd, model, tmp_path, monkeypatch, way):
     """The path a user with an Intel box takes: copy the model, run slimda's worker there, parse its JSON."""
+    if way == "one-shot":  # what happens where the host's slimda cannot serve
+        monkeypatch.setattr(remote, "_session", lambda target, python: None)
     remote_dir = tmp_path / "remote profile dir"
     opts = ssh_opts(sshd, remote_python=sys.executable, remote_dir=str(remote_dir), min_runs=25)
     m = measure(model, "cpu-onnxruntime", opts)
@@ -154,6 +166,21 @@ def test_paired_profile_over_ssh_alternates_on_the_host_and_copies_the_reference
     assert "paired with reference.onnx" in first.measurement.notes
     assert row["status"] == "ok" and float(row["vs_reference"]) > 0 and row["config_id"] == "tiny"
     assert sorted(p.name.split("-")[0] for p in remote_dir.iterdir()) == ["reference", "tiny"]  # no partial copies
+
+
+def test_one_serving_worker_per_host_and_a_lost_one_is_replaced(sshd, model, tmp_path):
+    opts = ssh_opts(sshd, remote_python=sys.executable, remote_dir=str(tmp_path / "r"))
+    measure(model, "cpu-onnxruntime", opts)
+    measure(model, "cpu-openvino", opts)
+    sessions = [s for s in remote._SESSIONS.values() if s is not None]
+    assert len(sessions) == 1 and sessions[0].proc.poll() is None
+    sessions[0].proc.kill()  # the connection drops (or a runtime crashed the worker)
+    sessions[0].proc.wait()
+    m = measure(model, "cpu-onnxruntime", opts)  # this one the one-shot way, the next through a new worker
+    assert m.stats.runs > 0 and m.host == sshd["host"]
+    measure(model, "cpu-onnxruntime", opts)
+    now = [s for s in remote._SESSIONS.values() if s is not None]
+    assert len(now) == 1 and now[0] is not sessions[0] and now[0].proc.poll() is None
 
 
 def test_paired_profile_names_an_old_worker(sshd, model, tmp_path):
