@@ -9,9 +9,9 @@ import sys
 
 from slimda.errors import ConfigError
 
-DESCRIPTION = """Time models on a target device: this host's CPU (ONNX Runtime, OpenVINO), ONNX Runtime's
-mobile format (desktop proxy, or a phone over adb), a Jetson over ssh (trtexec) or this host's NVIDIA GPU
-(TensorRT Python API).
+DESCRIPTION = """Time models on a target device: this host's CPU or another machine's over ssh (ONNX Runtime,
+OpenVINO; --host runs slimda's worker there), ONNX Runtime's mobile format (desktop proxy, or a phone over
+adb), a Jetson over ssh (trtexec) or this host's NVIDIA GPU (TensorRT Python API).
 
   --onnx FILE   times one model and prints one CSV row (header included) with latency_ms_p50/p90/p99,
                 mean, std, cv, runs and the metadata (runtime version, precision used, threads, host...)
