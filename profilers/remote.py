@@ -139,7 +139,7 @@ class WorkerSession:
             raise _SessionLost(str(err)) from None
         try:
             greeting = self._answer(start_timeout_s, skip_other_lines=True)
-        except (_SessionLost, TimeoutError):
+        except (_SessionLost, TimeoutError, OSError):  # OSError: no select() on pipes (Windows): one-shot it is
             self.close()
             raise _SessionLost(f"no greeting from {self.command}") from None
         if greeting.get("serving") != PROTOCOL:
