@@ -173,7 +173,7 @@ class WorkerSession:
         try:
             self.proc.stdin.write(json.dumps(request).encode() + b"\n" + payload)  # type: ignore[union-attr]
             self.proc.stdin.flush()  # type: ignore[union-attr]
-        except OSError as err:
+        except (OSError, ValueError) as err:  # ValueError: closed after an earlier request timed out
             raise _SessionLost(str(err)) from None
         try:
             return self._answer(timeout_s)

@@ -183,6 +183,14 @@ def test_one_serving_worker_per_host_and_a_lost_one_is_replaced(sshd, model, tmp
     assert len(now) == 1 and now[0] is not sessions[0] and now[0].proc.poll() is None
 
 
+def test_a_worker_that_does_not_answer_in_time_stops_the_call_and_the_next_one_recovers(sshd, model, tmp_path):
+    opts = ssh_opts(sshd, remote_python=sys.executable, remote_dir=str(tmp_path / "r"))
+    with pytest.raises(TransportError, match="gave no answer to measure within 1 s"):
+        measure(model, "cpu-onnxruntime", ssh_opts(sshd, remote_python=sys.executable, remote_dir=str(tmp_path / "r"),
+                                                   min_time_s=3.0, max_time_s=6.0, timeout_s=1.0))
+    assert measure(model, "cpu-onnxruntime", opts).stats.runs > 0
+
+
 def test_paired_profile_names_an_old_worker(sshd, model, tmp_path):
     old_python = tmp_path / "old python"
     old_python.write_text("#!/bin/sh\necho 'usage: python -m slimda.profilers.worker [-h] --device DEVICE' >&2\n"
