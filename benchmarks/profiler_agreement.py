@@ -3,8 +3,8 @@
 For each model the two tools alternate for several rounds, taking turns at going first (the machine is shared
 and its speed wanders by tens of percent within seconds). Each round gives one ratio ours / benchmark_app from
 two timings seconds apart; the row reports the median of those ratios, and each side's median for scale.
-Settings on both
-sides: CPU, f32 inference precision, one stream, fixed threads, synchronous requests, random inputs.
+Settings on both sides: CPU, f32 inference precision, one stream, fixed threads, synchronous requests,
+random inputs.
 Writes benchmarks/results/profiler_agreement.csv.
 
     python benchmarks/profiler_agreement.py [--threads 1] [--seconds 2] [--rounds 7]
