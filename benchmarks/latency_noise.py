@@ -11,10 +11,9 @@ right after it, times the reference's overall median: how much of the noise is a
 machine that a reference measured alongside would cancel. ``paired`` times each network against the
 reference in alternating ~20 ms chunks (``measure_paired``, what a table build does) and reports
 ``vs_reference`` × the reference's overall median: the same idea at the time scale of the host's swings.
-For ``cpu-onnxruntime`` one more mode,
-``round-robin``, times the networks one run each in turn, every session open at once, for the same time per
-network: each run then finds the caches holding the other networks' weights. ``vs_sequential`` is its
-median latency over the sequential median's.
+For ``cpu-onnxruntime`` one more mode, ``round-robin``, times the networks one run each in turn, every
+session open at once, for the same time per network: each run then finds the caches holding the other
+networks' weights. ``vs_sequential`` is its median latency over the sequential median's.
 
 Writes benchmarks/results/latency_noise.csv (``--name``).
 

@@ -11,11 +11,12 @@ Runtimes are imported only when used, so this module loads without onnxruntime, 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import platform
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -211,12 +212,19 @@ def measure(onnx_path: str | Path, device: str | DeviceProfile,
     """Time ``onnx_path`` on ``device``. Raises ``SlimdaError`` subclasses on any failure."""
     dev = get_device(device)
     opts = options or MeasureOptions()
-    try:
+    with _runtime_errors(f"{dev.name}: measuring {onnx_path}"):
         return _dispatch(Path(onnx_path), dev, opts)
+
+
+@contextlib.contextmanager
+def _runtime_errors(what: str) -> Iterator[None]:
+    """Turn a runtime's own exception (their types differ per runtime) into a ``MeasurementError``."""
+    try:
+        yield
     except SlimdaError:
         raise
-    except Exception as err:  # the runtime's own exception types differ per runtime
-        raise MeasurementError(f"{dev.name}: measuring {onnx_path} failed: {type(err).__name__}: {err}") from err
+    except Exception as err:
+        raise MeasurementError(f"{what} failed: {type(err).__name__}: {err}") from err
 
 
 def _dispatch(path: Path, dev: DeviceProfile, opts: MeasureOptions) -> Measurement:
@@ -326,15 +334,10 @@ def measure_paired(onnx_path: str | Path, reference_path: str | Path, device: st
         from slimda.profilers import remote
 
         return remote.measure_paired_over_ssh(Path(onnx_path), Path(reference_path), dev, opts)
-    try:
+    with _runtime_errors(f"{dev.name}: measuring {onnx_path} against {reference_path}"):
         model = open_local(Path(onnx_path), dev, opts)
         reference = open_local(Path(reference_path), dev, opts)
         runs = paired_runs(model.run, reference.run, opts.limits())
-    except SlimdaError:
-        raise
-    except Exception as err:  # the runtime's own exception types differ per runtime
-        raise MeasurementError(f"{dev.name}: measuring {onnx_path} against {reference_path} failed: "
-                               f"{type(err).__name__}: {err}") from err
     reference_stats = compute_stats(runs.reference)
     measured = model.measurement(
         compute_stats(runs.latencies), loop_note(runs.complete, opts),

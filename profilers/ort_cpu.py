@@ -36,13 +36,13 @@ def specs_text(specs: list[InputSpec]) -> str:
 
 
 def open_session(model_path: Path, specs: list[InputSpec], threads: int, opts: MeasureOptions):
-    """The session and a callable that runs it once on random inputs of ``specs`` (built once)."""
+    """A callable that runs a new session once on random inputs of ``specs`` (built once)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(model_path), sess_options=session_options(threads),
                                    providers=["CPUExecutionProvider"])
     feed = random_feed(specs, opts.seed)
-    return session, lambda: session.run(None, feed)
+    return lambda: session.run(None, feed)
 
 
 def open_onnxruntime(path: Path, device: DeviceProfile, opts: MeasureOptions) -> LocalModel:
@@ -54,7 +54,7 @@ def open_onnxruntime(path: Path, device: DeviceProfile, opts: MeasureOptions) ->
                           f"{precision} kernels); export an fp32 model or use cpu-openvino for {precision}")
     threads = opts.threads_for(device) or 1
     specs = input_specs(path, opts.batch, opts.resolution)
-    _, run = open_session(path, specs, threads, opts)
+    run = open_session(path, specs, threads, opts)
     return LocalModel(run, dict(device=device.name, runtime="onnxruntime", runtime_version=ort.__version__,
                                 precision="fp32", threads=threads, batch=opts.batch, input_shape=specs_text(specs)),
                       ("CPUExecutionProvider, inter_op=1, sequential, ORT_ENABLE_ALL",))

@@ -92,7 +92,7 @@ def open_local(path: Path, device: DeviceProfile, opts: MeasureOptions) -> Local
     specs = input_specs(path, opts.batch, opts.resolution)
     target = host_platform()
     ort_file = convert_to_ort(path, target, opts.cache_dir)
-    _, run = open_session(ort_file, specs, threads, opts)
+    run = open_session(ort_file, specs, threads, opts)
     return LocalModel(run, dict(device=device.name, runtime="onnxruntime-ort-format",
                                 runtime_version=ort.__version__, precision="fp32", threads=threads,
                                 batch=opts.batch, input_shape=specs_text(specs)),

@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from slimda.tables import atomic_output
+
 # MeasureOptions fields a remote measurement may receive (transport fields stay on the calling side).
 REMOTE_FIELDS = ("threads", "precision", "batch", "resolution", "warmup", "min_runs", "min_time_s",
                  "max_runs", "max_time_s", "seed", "cache_dir")
@@ -68,13 +70,6 @@ def _read_exactly(stream: BinaryIO, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def _put(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
-    partial.write_bytes(data)
-    os.replace(partial, path)
-
-
 def serve(requests: BinaryIO, answers: BinaryIO) -> int:
     """Answer requests until the input ends (see the module docstring)."""
 
@@ -99,7 +94,8 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> int:
                 answer: dict = {"has": path.is_file() and path.stat().st_size > 0}
             elif op == "put":
                 data = _read_exactly(requests, int(request["size"]))  # read it all, even if writing fails
-                _put(Path(request["path"]), data)
+                with atomic_output(request["path"]) as partial:
+                    partial.write_bytes(data)
                 answer = {"ok": True}
             elif op == "measure":
                 answer = measure_answer(request["device"], request["onnx"], request.get("reference"),

@@ -410,8 +410,7 @@ def validate_table(table: LatencyTable, bank_or_space: ModelBank | WidthSpace, d
     bank = _bank_for(bank_or_space, table.input_shape[1], table.num_classes)
     space = bank.space if isinstance(bank_or_space, ModelBank) else bank_or_space
     configs = validation_configs(space, table, count, seed)
-    paired = bool(table.reference_id) and table.reference_ms is not None and \
-        measurement.can_pair(device, options or MeasureOptions())
+    paired = _pairs_here(table, device, options)
     reference = table.config(table.reference_id) if paired else None
     anchors = [] if paired else [table.config(i) for i in sorted(table.uniform_ids) if i in table.whole_ms]
     measured = measure_configs(bank, table.plan, configs + anchors, device, options, rounds, progress, reference)
@@ -453,6 +452,12 @@ def validate_table(table: LatencyTable, bank_or_space: ModelBank | WidthSpace, d
                             float(np.median(now)) if now else float("nan"), within_raw, paired)
 
 
+def _pairs_here(table: LatencyTable, device: str | DeviceProfile, options: MeasureOptions | None) -> bool:
+    """Whether ``table`` was timed paired and ``device`` can be timed that way with ``options`` now."""
+    return bool(table.reference_id) and table.reference_ms is not None and \
+        measurement.can_pair(device, options or MeasureOptions())
+
+
 @dataclass(frozen=True)
 class TableScaleLatency:
     """A model re-timed the way a table was built, so that its latency compares with the table's predictions."""
@@ -469,12 +474,10 @@ def measure_like_table(onnx_path: str | os.PathLike, table: LatencyTable | None,
     and the device allows it (the latency at the device's speed during the build), else its raw median."""
     dev = get_device(device)
     opts = options or MeasureOptions()
-    paired = table is not None and table.reference_id and table.reference_ms is not None and \
-        measurement.can_pair(dev, opts)
-    if not paired:
+    if table is None or not _pairs_here(table, dev, opts):
         raw = measurement.measure(onnx_path, dev, opts)
         return TableScaleLatency(raw.stats.p50, raw, "median of its own runs", None)
-    assert table is not None and table.reference_ms is not None
+    assert table.reference_ms is not None
     with tempfile.TemporaryDirectory(prefix="slimda-reference-") as tmp, one_torch_thread():
         reference = _Exporter(bank, table.plan, dev, Path(tmp), table.config(table.reference_id)).reference_path
         pair = measurement.measure_paired(onnx_path, reference, dev, opts)  # type: ignore[arg-type]
