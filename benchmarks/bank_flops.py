@@ -14,8 +14,8 @@ import platform
 from pathlib import Path
 
 from slimda.backbones import list_backbones
-from slimda.bank import ModelBank
-from slimda.cost import count_flops, count_params
+from slimda.model.bank import ModelBank
+from slimda.model.cost import count_flops, count_params
 from slimda.tables import print_table, write_csv_atomic
 
 RESULTS = Path(__file__).parent / "results" / "bank_flops.csv"

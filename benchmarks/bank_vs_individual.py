@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from slimda.evaluate import evaluate_configs, image_batches
+from slimda.select.evaluate import evaluate_configs, image_batches
 from slimda.tables import print_table, write_csv_atomic
-from slimda.train import TrainConfig, Trainer
+from slimda.train.trainer import TrainConfig, Trainer
 
 RESULTS = Path(__file__).parent / "results"
 WIDTHS = (0.25, 0.5, 0.75, 1.0)

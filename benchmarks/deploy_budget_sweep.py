@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from slimda.bank import load_bank
-from slimda.budget import parse_latency
-from slimda.deploy import Budgets, Deployer, DeployOptions
-from slimda.evaluate import TargetScorer, load_target_images
-from slimda.latency_table import load_table
+from slimda.model.bank import load_bank
+from slimda.select.budget import parse_latency
+from slimda.deploy.deployer import Budgets, Deployer, DeployOptions
+from slimda.select.evaluate import TargetScorer, load_target_images
+from slimda.latency.table import load_table
 from slimda.profilers.measurement import MeasureOptions
-from slimda.search import SearchSettings
+from slimda.select.search import SearchSettings
 from slimda.tables import print_table, write_csv_atomic
 
 RESULTS = Path(__file__).parent / "results"

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from slimda.bank import ModelBank
+from slimda.model.bank import ModelBank
 from slimda.console import one_torch_thread
 from slimda.export.onnx_export import export_onnx
-from slimda.latency_build import default_in_channels
+from slimda.latency.build import default_in_channels
 from slimda.profilers.measurement import MeasureOptions, measure, measure_paired
 from slimda.tables import print_table, write_csv_atomic
 

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from slimda.bank import ModelBank
-from slimda.latency_build import accuracy, build_table, default_in_channels, validate_table
-from slimda.latency_table import RoundNoise
+from slimda.model.bank import ModelBank
+from slimda.latency.build import accuracy, build_table, default_in_channels, validate_table
+from slimda.latency.table import RoundNoise
 from slimda.profilers.measurement import MeasureOptions
 from slimda.tables import print_table, write_csv_atomic
 

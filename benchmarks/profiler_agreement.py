@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from slimda.bank import ModelBank
+from slimda.model.bank import ModelBank
 from slimda.export.onnx_export import export_onnx
 from slimda.profilers.measurement import MeasureOptions, measure
 from slimda.tables import print_table, write_csv_atomic

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from slimda.bank import load_bank
-from slimda.cost import BankCosts
-from slimda.data import Preprocessing
-from slimda.evaluate import TargetScorer, load_target_images
-from slimda.latency_table import load_table
-from slimda.search import Constraint, SearchSettings, evolutionary_search
+from slimda.model.bank import load_bank
+from slimda.model.cost import BankCosts
+from slimda.data.domains import Preprocessing
+from slimda.select.evaluate import TargetScorer, load_target_images
+from slimda.latency.table import load_table
+from slimda.select.search import Constraint, SearchSettings, evolutionary_search
 from slimda.tables import print_table, write_csv_atomic
 
 RESULTS = Path(__file__).parent / "results"

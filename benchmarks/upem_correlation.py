@@ -21,13 +21,13 @@ import pandas as pd
 import torch
 from scipy.stats import kendalltau, spearmanr
 
-from slimda.bank import HEADS, load_bank
-from slimda.cost import count_flops
-from slimda.data import Preprocessing, load_domain
-from slimda.evaluate import head_probabilities, image_batches, predict
+from slimda.model.bank import HEADS, load_bank
+from slimda.model.cost import count_flops
+from slimda.data.domains import Preprocessing, load_domain
+from slimda.select.evaluate import head_probabilities, image_batches, predict
 from slimda.tables import print_table, write_csv_atomic
-from slimda.train import TrainConfig, Trainer
-from slimda.upem import DISTANCES, upem
+from slimda.train.trainer import TrainConfig, Trainer
+from slimda.select.upem import DISTANCES, upem
 
 RESULTS = Path(__file__).parent / "results"
 

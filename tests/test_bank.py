@@ -10,12 +10,12 @@ import torchvision
 
 from conftest import randomise_batchnorm
 from slimda.backbones import list_backbones
-from slimda.bank import HEADS, ModelBank, load_bank, save_bank
-from slimda.bn import recalibrate
-from slimda.cost import count_flops, count_params
+from slimda.model.bank import HEADS, ModelBank, load_bank, save_bank
+from slimda.model.bn import recalibrate
+from slimda.model.cost import count_flops, count_params
 from slimda.errors import ConfigError, SlimdaError
 from slimda.export.onnx_export import PARITY_TOLERANCE, export_onnx, onnx_opset, parity_error
-from slimda.ops import SlimConv2d, SlimOp, contains_slim_ops, set_widths, to_static
+from slimda.model.ops import SlimConv2d, SlimOp, contains_slim_ops, set_widths, to_static
 
 # Small inputs keep the ImageNet backbones fast (the last stage sees a 1×1 map; shapes are what matter).
 INPUT = {"digits-cnn": (1, 28), "resnet18": (3, 32), "resnet50": (3, 32), "mobilenet_v2": (3, 32)}

@@ -1,4 +1,4 @@
-"""Tests for slimda.data: built-in digit domains, ImageFolder trees, preprocessing and every data error."""
+"""Tests for slimda.data.domains: built-in digit domains, ImageFolder trees, preprocessing and every data error."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from slimda.data import (
+from slimda.data.domains import (
     BUILTIN_DOMAINS,
     Domain,
     Preprocessing,

@@ -15,20 +15,20 @@ import pytest
 import torch
 
 from conftest import randomise_batchnorm
-from slimda.bank import ModelBank, save_bank
-from slimda.budget import parse_count, parse_latency
+from slimda.model.bank import ModelBank, save_bank
+from slimda.select.budget import parse_count, parse_latency
 from slimda.cli import main
-from slimda.deploy import Budgets, Deployer, DeployOptions
+from slimda.deploy.deployer import Budgets, Deployer, DeployOptions
 from slimda.errors import ConfigError
-from slimda.evaluate import TargetScorer, load_target_images
+from slimda.select.evaluate import TargetScorer, load_target_images
 from slimda.export.manifest import missing_keys, sha256_file
 from slimda.export.onnx_export import PARITY_TOLERANCE, onnx_opset
-from slimda.latency_build import TableScaleLatency
-from slimda.latency_table import load_table
+from slimda.latency.build import TableScaleLatency
+from slimda.latency.table import load_table
 from slimda.profilers.measurement import Measurement, MeasureOptions
 from slimda.profilers.stats import LatencyStats
-from slimda.reports import pareto_front
-from slimda.search import SearchSettings
+from slimda.deploy.reports import pareto_front
+from slimda.select.search import SearchSettings
 
 PREP = {"size": [28, 28], "channels": 1, "mean": [0.5], "std": [0.5]}
 FAST_MEASURE = ["--warmup", "1", "--min-runs", "5", "--min-time", "0"]
@@ -50,7 +50,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def target(run_dir):
-    from slimda.bank import load_bank
+    from slimda.model.bank import load_bank
 
     bank, meta = load_bank(run_dir)
     return bank, meta, load_target_images("digits", meta, calibration_images=64, score_images=96)
@@ -234,7 +234,7 @@ def test_deploy_and_bench_commands_end_to_end(run_dir, tmp_path):
 
 
 def target_bank(run_dir):
-    from slimda.bank import load_bank
+    from slimda.model.bank import load_bank
 
     return load_bank(run_dir)[0]
 

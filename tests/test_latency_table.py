@@ -13,11 +13,11 @@ import torch
 
 from conftest import randomise_batchnorm
 from slimda.backbones import list_backbones
-from slimda.bank import ModelBank, save_bank
+from slimda.model.bank import ModelBank, save_bank
 from slimda.errors import SlimdaError
-from slimda.latency_build import build_table, plan_entries, reference_config, validate_table
-from slimda.latency_plan import plan_for
-from slimda.latency_table import (
+from slimda.latency.build import build_table, plan_entries, reference_config, validate_table
+from slimda.latency.plan import plan_for
+from slimda.latency.table import (
     LATER_COLUMNS,
     TABLE_COLUMNS,
     LatencyTable,

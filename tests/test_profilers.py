@@ -400,9 +400,9 @@ def test_cli_bank_goes_to_latency_build(monkeypatch):
     from slimda.commands import profile
 
     seen = []
-    fake = types.ModuleType("slimda.latency_build")
+    fake = types.ModuleType("slimda.latency.build")
     fake.run_bank_profile = lambda args: seen.append((args.bank, args.device, args.validate)) or 0
-    monkeypatch.setitem(sys.modules, "slimda.latency_build", fake)
+    monkeypatch.setitem(sys.modules, "slimda.latency.build", fake)
     assert profile.run(_args("--device", "cpu-openvino", "--bank", "runs/x", "--validate", "5")) == 0
     assert seen == [("runs/x", "cpu-openvino", 5)]
     assert profile.parse_resolution("224x160") == (224, 160) and profile.parse_resolution("96") == (96, 96)

@@ -6,10 +6,10 @@ import itertools
 
 import pytest
 
-from slimda.budget import parse_count, parse_latency
+from slimda.select.budget import parse_count, parse_latency
 from slimda.errors import ConfigError
-from slimda.search import Constraint, InfeasibleBudget, SearchSettings, evolutionary_search
-from slimda.space import Site, WidthSpace
+from slimda.select.search import Constraint, InfeasibleBudget, SearchSettings, evolutionary_search
+from slimda.model.space import Site, WidthSpace
 
 
 @pytest.mark.parametrize("text, ms", [("20ms", 20.0), ("20 ms", 20.0), ("0.02s", 20.0), ("500us", 0.5),

@@ -4,7 +4,7 @@ import random
 import pytest
 
 from slimda.errors import ConfigError
-from slimda.space import Site, WidthSpace, parse_ratios, round_channels
+from slimda.model.space import Site, WidthSpace, parse_ratios, round_channels
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from slimda import losses
-from slimda.bank import ModelBank, load_bank
+from slimda.train import losses
+from slimda.model.bank import ModelBank, load_bank
 from slimda.errors import ConfigError, DataError, SlimdaError
-from slimda.train import Batch, ModelBatch, TrainConfig, Trainer, model_losses, sandwich_configs
-from slimda.upem import DISTANCES, upem
+from slimda.train.trainer import Batch, ModelBatch, TrainConfig, Trainer, model_losses, sandwich_configs
+from slimda.select.upem import DISTANCES, upem
 
 K = 10
 TINY = dict(iters=12, batch_size=8, model_batch=2, checkpoint_every=4, log_every=1, eval_calibration_images=64)
@@ -74,7 +74,7 @@ def test_ostc_ca_learns_only_from_seed_and_cs_ct_only_from_dc():
     model, batch, results, parts = run_models("symnet")
     g = groups(model)
     ns, nt = batch.source.shape[0], batch.target.shape[0]
-    from slimda.train import target_class_probs
+    from slimda.train.trainer import target_class_probs
 
     ensemble = losses.seed_ensemble([target_class_probs(r, "symnet", ns, nt, K) for r in results])
     seed = sum(losses.distillation_loss(r["a"][ns:ns + nt], ensemble) for r in results)
@@ -192,7 +192,7 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path, monkeypatch):
 
 
 def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(tmp_path, monkeypatch):
-    import slimda.train as train_module
+    import slimda.train.trainer as train_module
 
     original = train_module.model_losses
 

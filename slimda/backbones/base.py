@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from slimda.errors import ConfigError
-from slimda.space import Site
+from slimda.model.space import Site
 
 
 class SiteBook:

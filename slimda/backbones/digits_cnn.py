@@ -7,7 +7,7 @@ from torch import nn
 
 from slimda.backbones import register
 from slimda.backbones.base import SiteBook, SlimBackbone
-from slimda.ops import SlimBatchNorm2d, SlimConv2d
+from slimda.model.ops import SlimBatchNorm2d, SlimConv2d
 
 
 def conv_bn_relu(cin: int, cout: int, stride: int, in_site: str | None, out_site: str) -> nn.Sequential:

@@ -12,7 +12,7 @@ from torch import nn
 
 from slimda.backbones import register
 from slimda.backbones.base import SiteBook, SlimBackbone
-from slimda.ops import SlimBatchNorm2d, SlimConv2d
+from slimda.model.ops import SlimBatchNorm2d, SlimConv2d
 
 # (expand ratio t, output channels c, blocks n, first stride s), as in torchvision / the paper.
 INVERTED_RESIDUAL_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),

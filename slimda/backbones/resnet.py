@@ -12,7 +12,7 @@ from torch import nn
 
 from slimda.backbones import register
 from slimda.backbones.base import SiteBook, SlimBackbone
-from slimda.ops import SlimBatchNorm2d, SlimConv2d
+from slimda.model.ops import SlimBatchNorm2d, SlimConv2d
 
 
 class BasicBlock(nn.Module):

@@ -43,9 +43,9 @@ def lut_devices(run_dir: Path) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from slimda.bank import load_bank
+    from slimda.model.bank import load_bank
     from slimda.errors import ConfigError
-    from slimda.evaluate import TargetScorer, load_target_images
+    from slimda.select.evaluate import TargetScorer, load_target_images
 
     if args.configs < 0:
         raise ConfigError(f"--configs must be 0 or more, got {args.configs}")
@@ -71,11 +71,11 @@ def bench_devices(bank, meta, run_dir: Path, scorer, devices: list[str], deploy_
                   configs: int, seed: int) -> list[Path]:
     """Reports and plots for each device; returns the files written."""
     from slimda.console import progress_bar
-    from slimda.cost import BankCosts
-    from slimda.data import Preprocessing
-    from slimda.latency_table import load_table
+    from slimda.model.cost import BankCosts
+    from slimda.data.domains import Preprocessing
+    from slimda.latency.table import load_table
     from slimda.profilers.devices import get_device
-    from slimda.reports import device_rows, plot_device, read_deployments, report_configs, write_device_report
+    from slimda.deploy.reports import device_rows, plot_device, read_deployments, report_configs, write_device_report
 
     prep = Preprocessing.from_dict(meta["preprocessing"])
     costs = BankCosts(bank, (prep.channels, *prep.size))

@@ -25,7 +25,7 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from slimda.bank import HEADS
+    from slimda.model.bank import HEADS
     from slimda.commands.eval import add_target_scoring_arguments
     from slimda.commands.profile import add_measure_arguments
 
@@ -67,8 +67,8 @@ def devices_from_args(values: list[str] | None) -> list[str]:
 
 
 def budgets_from_args(args: argparse.Namespace):
-    from slimda.budget import parse_count, parse_latency
-    from slimda.deploy import Budgets
+    from slimda.select.budget import parse_count, parse_latency
+    from slimda.deploy.deployer import Budgets
 
     return Budgets(latency=parse_latency(args.latency) if args.latency else None,
                    flops=parse_count(args.flops, "flops") if args.flops else None,
@@ -90,12 +90,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def deploy_from_args(args: argparse.Namespace, budgets, devices: list[str]):
-    from slimda.bank import load_bank
+    from slimda.model.bank import load_bank
     from slimda.commands.profile import options_from_args
-    from slimda.deploy import Deployer, DeployOptions, deploy_fleet
-    from slimda.evaluate import TargetScorer, load_target_images
+    from slimda.deploy.deployer import Deployer, DeployOptions, deploy_fleet
+    from slimda.select.evaluate import TargetScorer, load_target_images
     from slimda.profilers.devices import get_device
-    from slimda.search import SearchSettings
+    from slimda.select.search import SearchSettings
 
     for name in devices:
         get_device(name)  # an unknown device names the list before any work

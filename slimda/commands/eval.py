@@ -16,7 +16,7 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from slimda.bank import HEADS
+    from slimda.model.bank import HEADS
 
     parser.add_argument("--bank", required=True, help="run directory or bank.pt written by slimda-train")
     parser.add_argument("--target", required=True, help="target images: a built-in name or a folder")
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_target_scoring_arguments(parser, calibration_default: int = 512, score_images: bool = True) -> None:
     """How target images are used to score sub-networks (slimda eval, deploy and bench share these)."""
-    from slimda.upem import DEFAULT_DISTANCE, DISTANCES
+    from slimda.select.upem import DEFAULT_DISTANCE, DISTANCES
 
     parser.add_argument("--distance", choices=DISTANCES, default=DEFAULT_DISTANCE,
                         help=f"UPEM distance (default: {DEFAULT_DISTANCE})")
@@ -44,9 +44,9 @@ def add_target_scoring_arguments(parser, calibration_default: int = 512, score_i
 
 
 def run(args: argparse.Namespace) -> int:
-    from slimda.bank import HEADS, load_bank
-    from slimda.data import Preprocessing
-    from slimda.evaluate import evaluate_configs, load_target_images, standard_configs
+    from slimda.model.bank import HEADS, load_bank
+    from slimda.data.domains import Preprocessing
+    from slimda.select.evaluate import evaluate_configs, load_target_images, standard_configs
     from slimda.tables import print_table
 
     bank, meta = load_bank(args.bank)

@@ -32,9 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from slimda.backbones import list_backbones
-    from slimda.bank import ModelBank
-    from slimda.cost import count_flops, count_params
-    from slimda.space import DEFAULT_RATIOS, parse_ratios
+    from slimda.model.bank import ModelBank
+    from slimda.model.cost import count_flops, count_params
+    from slimda.model.space import DEFAULT_RATIOS, parse_ratios
     from slimda.tables import print_table
 
     if args.list:

@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     device = get_device(args.device)
     check_mode(args)
     if args.bank or args.arch:
-        from slimda.latency_build import run_bank_profile
+        from slimda.latency.build import run_bank_profile
 
         return int(run_bank_profile(args) or 0)
     if not args.onnx:

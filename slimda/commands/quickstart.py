@@ -85,7 +85,7 @@ def train(run_dir: Path, iters: int, seed: int, fresh: bool) -> None:
     import json
 
     from slimda.console import say
-    from slimda.train import TrainConfig, Trainer
+    from slimda.train.trainer import TrainConfig, Trainer
 
     cfg = TrainConfig(source="mnist", target="digits", arch="digits-cnn", iters=iters, seed=seed)
     config_file = run_dir / "config.json"
@@ -107,10 +107,10 @@ def train(run_dir: Path, iters: int, seed: int, fresh: bool) -> None:
 
 def profile(run_dir: Path, devices: list[str], fit_configs: int, seed: int, min_time: float) -> None:
     """Each device's lookup table (``build_table`` resumes a partial one and re-times nothing it holds)."""
-    from slimda.bank import load_bank
-    from slimda.data import Preprocessing
-    from slimda.latency_build import build_table
-    from slimda.latency_table import table_path
+    from slimda.model.bank import load_bank
+    from slimda.data.domains import Preprocessing
+    from slimda.latency.build import build_table
+    from slimda.latency.table import table_path
     from slimda.profilers.measurement import MeasureOptions
 
     bank, meta = load_bank(run_dir)
@@ -128,13 +128,13 @@ def budget_for(table, space, fraction: float) -> str:
 
 
 def deploy(run_dir: Path, out: Path, devices: list[str], fraction: float, seed: int):
-    from slimda.bank import load_bank
-    from slimda.budget import parse_latency
-    from slimda.deploy import Budgets, Deployer, DeployOptions
-    from slimda.evaluate import TargetScorer, load_target_images
-    from slimda.latency_table import load_table
+    from slimda.model.bank import load_bank
+    from slimda.select.budget import parse_latency
+    from slimda.deploy.deployer import Budgets, Deployer, DeployOptions
+    from slimda.select.evaluate import TargetScorer, load_target_images
+    from slimda.latency.table import load_table
     from slimda.profilers.measurement import MeasureOptions
-    from slimda.search import SearchSettings
+    from slimda.select.search import SearchSettings
 
     bank, meta = load_bank(run_dir)
     target = load_target_images("digits", meta, 512, 1024, seed=seed)

@@ -24,9 +24,9 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from slimda.bank import HEADS
-    from slimda.train import CONFIDENCES, LR_SCHEDULES, OBJECTIVES
-    from slimda.upem import DISTANCES
+    from slimda.model.bank import HEADS
+    from slimda.train.trainer import CONFIDENCES, LR_SCHEDULES, OBJECTIVES
+    from slimda.select.upem import DISTANCES
 
     # Defaults are None so that --resume can tell which options were given on the command line.
     add = parser.add_argument
@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve_config(args: argparse.Namespace):
     """The run's TrainConfig: defaults, overridden by the given options; on --resume the saved config."""
     from slimda.errors import SlimdaError
-    from slimda.train import TrainConfig
+    from slimda.train.trainer import TrainConfig
 
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
     if not args.resume:
@@ -87,7 +87,7 @@ def resolve_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from slimda.tables import print_table
-    from slimda.train import Trainer, init_distributed
+    from slimda.train.trainer import Trainer, init_distributed
 
     if args.resume and args.force:
         from slimda.errors import SlimdaError

@@ -1,6 +1,6 @@
 """The block slots of a backbone at one input shape, and the keys that name a block by its absolute shapes.
 
-A latency table (slimda.latency_table) times and predicts per slot; ``static_block`` and
+A latency table (slimda.latency.table) times and predicts per slot; ``static_block`` and
 ``block_input_shape`` give what a build exports for one slot of one configuration.
 """
 
@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from slimda.bank import ModelBank
-from slimda.ops import SlimBatchNorm2d, SlimConv2d, SlimLinear, set_widths, to_static
-from slimda.space import WidthConfig, WidthSpace
+from slimda.model.bank import ModelBank
+from slimda.model.ops import SlimBatchNorm2d, SlimConv2d, SlimLinear, set_widths, to_static
+from slimda.model.space import WidthConfig, WidthSpace
 
 # ------------------------------------------------------------------------------------------------ the plan
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from slimda.errors import SlimdaError
-from slimda.space import WidthConfig, WidthSpace
+from slimda.model.space import WidthConfig, WidthSpace
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Building a latency table on a device (resumable, failures as rows), validating it on held-out
-sub-networks, and the ``slimda-profile --bank`` command. What the table is: slimda.latency_table.
+sub-networks, and the ``slimda-profile --bank`` command. What the table is: slimda.latency.table.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from slimda.bank import ModelBank
+from slimda.model.bank import ModelBank
 from slimda.console import one_torch_thread, progress_bar
 from slimda.errors import ConfigError, SlimdaError
-from slimda.latency_plan import BlockSlot, NetPlan, block_input_shape, plan_for, static_block
-from slimda.latency_table import (
+from slimda.latency.plan import BlockSlot, NetPlan, block_input_shape, plan_for, static_block
+from slimda.latency.table import (
     TABLE_COLUMNS,
     LatencyTable,
     RoundNoise,
@@ -34,7 +34,7 @@ from slimda.latency_table import (
 from slimda.profilers import measurement
 from slimda.profilers.devices import DeviceProfile, get_device
 from slimda.profilers.measurement import MeasureOptions
-from slimda.space import WidthConfig, WidthSpace
+from slimda.model.space import WidthConfig, WidthSpace
 
 HEAD = "ca"  # the test-time head whole networks are exported with (a Linear, like Ct and Cs)
 FIT_SEED_OFFSET = 0
@@ -491,7 +491,7 @@ def measure_like_table(onnx_path: str | os.PathLike, table: LatencyTable | None,
 
 def run_bank_profile(args) -> int:
     """``slimda-profile --device D --bank RUN`` (or ``--arch NAME --out FILE``): build, then validate."""
-    from slimda.bank import load_bank
+    from slimda.model.bank import load_bank
     from slimda.commands.profile import check_jetson_host, options_from_args, parse_resolution
 
     dev = get_device(args.device)

@@ -1,7 +1,7 @@
 """Slimmable layers: hold the weights of the widest network, use the first ``c`` channels of each.
 
 Each layer subclasses the torch layer it slims, so parameter names (and therefore torchvision state
-dicts) are unchanged. A layer reads its active channel counts from its *sites* (see ``slimda.space``);
+dicts) are unchanged. A layer reads its active channel counts from its *sites* (see ``slimda.model.space``);
 ``set_widths`` broadcasts a configuration to every layer once, instead of a global flag read in
 ``forward``. ``to_static`` returns the ordinary torch layer with copied, physically sliced tensors.
 """
@@ -120,7 +120,7 @@ class SlimBatchNorm2d(nn.BatchNorm2d, SlimOp):
     """BatchNorm with shared, sliced affine parameters and statistics.
 
     The statistics of a sub-network are not those of the slice of the full network's statistics: they
-    are recalibrated on (target) images before evaluation or export (``slimda.bn.recalibrate``).
+    are recalibrated on (target) images before evaluation or export (``slimda.model.bn.recalibrate``).
     """
 
     def __init__(self, num_features: int, *, site: str | None) -> None:

@@ -26,11 +26,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from slimda import losses
-from slimda.bank import HEADS, ModelBank, atomic_torch_save, save_bank
+from slimda.train import losses
+from slimda.model.bank import HEADS, ModelBank, atomic_torch_save, save_bank
 from slimda.errors import ConfigError, SlimdaError
-from slimda.ops import set_widths
-from slimda.space import WidthConfig, parse_ratios
+from slimda.model.ops import set_widths
+from slimda.model.space import WidthConfig, parse_ratios
 from slimda.tables import write_csv_atomic, write_json_atomic
 
 OBJECTIVES: tuple[str, ...] = ("symnet", "confusion", "dann", "source-only")
@@ -77,7 +77,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         from slimda.backbones import list_backbones
-        from slimda.upem import DISTANCES
+        from slimda.select.upem import DISTANCES
 
         choices = {"objective": OBJECTIVES, "seed_confidence": CONFIDENCES, "test_head": HEADS,
                    "lr_schedule": LR_SCHEDULES, "arch": tuple(list_backbones()), "eval_distance": DISTANCES}
@@ -288,7 +288,7 @@ class Trainer:
 
     # -- data
     def _load_data(self) -> None:
-        from slimda import data
+        from slimda.data import domains as data
 
         cfg = self.cfg
         source, target = data.load_domain(cfg.source), data.load_domain(cfg.target)
@@ -516,7 +516,7 @@ class Trainer:
 
     def evaluate(self) -> list[dict]:
         """eval.csv: uniform widths, smallest and largest × every head, BN recalibrated on target."""
-        from slimda.evaluate import evaluate_configs, image_batches, standard_configs
+        from slimda.select.evaluate import evaluate_configs, image_batches, standard_configs
         self.bank.eval()
         n_cal = min(self.cfg.eval_calibration_images, len(self.target_ds))
         cal_order = torch.randperm(len(self.target_ds), generator=torch.Generator().manual_seed(self.cfg.seed))

@@ -10,11 +10,11 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import Dataset
 
-from slimda.bank import HEADS, BankOutput, ModelBank, head_scores
-from slimda.bn import recalibrate
-from slimda.cost import count_flops, count_params
-from slimda.space import WidthConfig
-from slimda.upem import DEFAULT_DISTANCE, upem
+from slimda.model.bank import HEADS, BankOutput, ModelBank, head_scores
+from slimda.model.bn import recalibrate
+from slimda.model.cost import count_flops, count_params
+from slimda.model.space import WidthConfig
+from slimda.select.upem import DEFAULT_DISTANCE, upem
 
 
 def image_batches(dataset: Dataset, batch_size: int, indices: Sequence[int] | None = None,
@@ -135,7 +135,7 @@ def load_target_images(spec: str, metadata: dict, calibration_images: int = 1024
     ``calibration_images`` random images recalibrate BatchNorm; ``score_images`` random images (0: all)
     are scored. A missing or empty target, or one with classes the bank does not know, is a ``DataError``.
     """
-    from slimda.data import Preprocessing, load_domain
+    from slimda.data.domains import Preprocessing, load_domain
     from slimda.errors import ConfigError, DataError
 
     if calibration_images < 1:

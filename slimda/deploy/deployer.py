@@ -25,15 +25,15 @@ from pathlib import Path
 
 import torch
 
-from slimda.bank import ModelBank
-from slimda.budget import Budget
+from slimda.model.bank import ModelBank
+from slimda.select.budget import Budget
 from slimda.console import one_torch_thread, progress_bar, say
-from slimda.cost import BankCosts
-from slimda.data import Preprocessing
+from slimda.model.cost import BankCosts
+from slimda.data.domains import Preprocessing
 from slimda.errors import ConfigError, SlimdaError
-from slimda.evaluate import TargetScorer, preserved_batchnorm
-from slimda.search import Constraint, InfeasibleBudget, SearchResult, SearchSettings, evolutionary_search
-from slimda.space import WidthConfig
+from slimda.select.evaluate import TargetScorer, preserved_batchnorm
+from slimda.select.search import Constraint, InfeasibleBudget, SearchResult, SearchSettings, evolutionary_search
+from slimda.model.space import WidthConfig
 from slimda.tables import write_csv_atomic, write_json_atomic
 
 REPORT_NAME = "deploy_report.csv"
@@ -104,7 +104,7 @@ class Deployer:
         return (self.prep.channels, *self.prep.size)
 
     def _table(self, device):
-        from slimda.latency_table import load_table
+        from slimda.latency.table import load_table
 
         table = load_table(self.run_dir, device.name)
         if table.arch != self.bank.arch or tuple(table.input_shape[1:]) != self.input_chw:
@@ -225,7 +225,7 @@ class Deployer:
 
     def extract_calibrated(self, config: WidthConfig) -> torch.nn.Module:
         """The static network of ``config`` with BatchNorm statistics of the target images."""
-        from slimda.bn import recalibrate
+        from slimda.model.bn import recalibrate
 
         with preserved_batchnorm(self.bank), torch.no_grad():
             self.bank.set_config(config)
@@ -245,7 +245,7 @@ class Deployer:
 
     def _measure(self, onnx_path: Path, device, opts, table):
         """The deployed model's latency on the device, timed the way its table was (``TableScaleLatency``)."""
-        from slimda.latency_build import measure_like_table
+        from slimda.latency.build import measure_like_table
 
         with one_torch_thread():
             return measure_like_table(onnx_path, table, self.bank, device, opts)

@@ -19,8 +19,8 @@ from torch import nn
 
 from slimda.backbones import SlimBackbone, create_backbone
 from slimda.errors import ConfigError, SlimdaError
-from slimda.ops import SlimLinear, set_widths, to_static
-from slimda.space import DEFAULT_RATIOS, WidthConfig, WidthSpace
+from slimda.model.ops import SlimLinear, set_widths, to_static
+from slimda.model.space import DEFAULT_RATIOS, WidthConfig, WidthSpace
 
 # Test-time heads: Ca (OSTC), Ct / Cs (the halves of SymNet's joint head) and Cst (SymNet's joint
 # prediction q_k = p_k + p_{k+K}).

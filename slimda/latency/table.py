@@ -35,8 +35,8 @@ Builds resume: each row is appended and flushed as soon as it is measured and en
 are skipped; an entry that fails on the device becomes a ``status=failed`` row with the error and is left
 out of every fit and prediction.
 
-Modules: slimda.latency_plan (block slots and keys), this one (the table and its predictions),
-slimda.latency_build (building, validation, the ``slimda-profile --bank`` command).
+Modules: slimda.latency.plan (block slots and keys), this one (the table and its predictions),
+slimda.latency.build (building, validation, the ``slimda-profile --bank`` command).
 """
 
 from __future__ import annotations
@@ -51,9 +51,9 @@ from pathlib import Path
 import numpy as np
 
 from slimda.errors import ConfigError, SlimdaError
-from slimda.latency_plan import BlockSlot, NetPlan, channel_features, key_channels, key_group, plan_from_description
+from slimda.latency.plan import BlockSlot, NetPlan, channel_features, key_channels, key_group, plan_from_description
 from slimda.profilers.measurement import PAIRED_COLUMNS, ROW_COLUMNS
-from slimda.space import WidthConfig
+from slimda.model.space import WidthConfig
 
 ENTRY_KINDS = ("block", "uniform", "whole", "correction")
 TABLE_COLUMNS: tuple[str, ...] = (

@@ -9,8 +9,8 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from slimda.evaluate import TargetScorer
-from slimda.space import WidthConfig
+from slimda.select.evaluate import TargetScorer
+from slimda.model.space import WidthConfig
 from slimda.tables import write_csv_atomic
 
 REPORT_COLUMNS: tuple[str, ...] = (

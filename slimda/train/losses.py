@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimda.ops import SlimLinear
+from slimda.model.ops import SlimLinear
 
 
 def frozen_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:

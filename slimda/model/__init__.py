@@ -1,0 +1,1 @@
+"""The model bank: width spaces, slimmable layers, the bank with its heads, BatchNorm recalibration, costs."""

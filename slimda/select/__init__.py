@@ -1,0 +1,1 @@
+"""Choosing a sub-network without target labels: budgets, UPEM, scoring on target images, evolutionary search."""
