@@ -13,7 +13,7 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-from slimda.backbones import list_backbones
+from slimda.backbones import backbone_cfg, list_backbones
 from slimda.model.bank import ModelBank
 from slimda.model.cost import count_flops, count_params
 from slimda.tables import print_table, write_csv_atomic
@@ -24,9 +24,9 @@ RESULTS = Path(__file__).parent / "results" / "bank_flops.csv"
 def main() -> None:
     rows = []
     for arch in list_backbones():
-        channels = 1 if arch == "digits-cnn" else 3
+        cfg = backbone_cfg(arch)
+        channels, size = cfg.in_channels, cfg.input_size
         bank = ModelBank(arch, 1000, channels).eval()
-        size = bank.backbone.default_input_size
         configs = [(f"uniform {r}", bank.space.uniform(r)) for r in (0.25, 0.5, 0.75, 1.0)]
         configs.append(("smallest", bank.space.smallest()))
         for kind, config in configs:

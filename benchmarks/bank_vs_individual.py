@@ -29,7 +29,8 @@ import pandas as pd
 
 from slimda.select.evaluate import evaluate_configs, image_batches
 from slimda.tables import print_table, write_csv_atomic
-from slimda.train.trainer import TrainConfig, Trainer
+from slimda.train.config import TrainConfig
+from slimda.train.trainer import Trainer
 
 RESULTS = Path(__file__).parent / "results"
 WIDTHS = (0.25, 0.5, 0.75, 1.0)

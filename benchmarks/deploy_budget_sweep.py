@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from slimda.model.bank import load_bank
-from slimda.select.budget import parse_latency
-from slimda.deploy.deployer import Budgets, Deployer, DeployOptions
-from slimda.select.evaluate import TargetScorer, load_target_images
+from slimda.deploy.deployer import Deployer, DeployOptions
 from slimda.latency.table import load_table
+from slimda.model.bank import load_bank
 from slimda.profilers.measurement import MeasureOptions
+from slimda.select.budget import Budgets, parse_latency
+from slimda.select.evaluate import TargetScorer, load_target_images
 from slimda.select.search import SearchSettings
 from slimda.tables import print_table, write_csv_atomic
 
@@ -55,14 +55,14 @@ def main() -> None:
             # from just above the smallest sub-network to the largest: every budget is reachable
             budgets = np.linspace(low * 1.05, high, args.budgets)
             for i, budget_ms in enumerate(budgets):
-                scorer = TargetScorer(bank, target, meta.get("test_head", "ca"))  # no cache: each deploy pays
+                scorer = TargetScorer(bank, target, meta.test_head)  # no cache: each deploy pays
                 options = DeployOptions(measure_options=MeasureOptions(), retries=args.retries,
                                         settings=SearchSettings(seed=args.seed + i), progress=False)
                 deployer = Deployer(bank, meta, run_dir, scorer, Path(tmp) / f"{device}-{i}", options)
                 started = time.perf_counter()
                 d = deployer.deploy(device, Budgets(latency=parse_latency(f"{budget_ms:.6f}ms")))
                 seconds = time.perf_counter() - started
-                m = d.manifest
+                m = d.manifest.to_dict()  # the manifest.json keys
                 rows.append({
                     "device": device, "budget_ms": round(float(budget_ms), 6), "config_id": m["config_id"],
                     "predicted_ms": m["predicted_latency_ms"], "measured_ms": m["measured_latency_ms"],

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from slimda.model.bank import ModelBank
 from slimda.console import one_torch_thread
 from slimda.export.onnx_export import export_onnx
 from slimda.latency.build import default_in_channels
+from slimda.model.bank import ModelBank
 from slimda.profilers.measurement import MeasureOptions, measure, measure_paired
 from slimda.tables import print_table, write_csv_atomic
 
@@ -53,8 +53,8 @@ def round_robin(paths: list[Path], threads: int, seconds: float) -> np.ndarray:
     """Median latency (ms) of each model, timed one run each in turn until each has had ``seconds``."""
     import onnxruntime as ort
 
+    from slimda.profilers.backends.ort_cpu import session_options
     from slimda.profilers.onnxinfo import input_specs, random_feed
-    from slimda.profilers.ort_cpu import session_options
 
     sessions = []
     for path in paths:

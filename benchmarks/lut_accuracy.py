@@ -31,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from slimda.model.bank import ModelBank
-from slimda.latency.build import accuracy, build_table, default_in_channels, validate_table
+from slimda.latency.build import build_table, default_in_channels
 from slimda.latency.table import RoundNoise
+from slimda.latency.validate import accuracy, validate_table
+from slimda.model.bank import ModelBank
 from slimda.profilers.measurement import MeasureOptions
 from slimda.tables import print_table, write_csv_atomic
 

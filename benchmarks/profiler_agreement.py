@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from slimda.model.bank import ModelBank
 from slimda.export.onnx_export import export_onnx
+from slimda.model.bank import ModelBank
 from slimda.profilers.measurement import MeasureOptions, measure
 from slimda.tables import print_table, write_csv_atomic
 

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from slimda.latency.table import load_table
 from slimda.model.bank import load_bank
 from slimda.model.cost import BankCosts
-from slimda.data.domains import Preprocessing
 from slimda.select.evaluate import TargetScorer, load_target_images
-from slimda.latency.table import load_table
 from slimda.select.search import Constraint, SearchSettings, evolutionary_search
 from slimda.tables import print_table, write_csv_atomic
 
@@ -38,11 +37,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     bank, meta = load_bank(args.bank)
-    prep = Preprocessing.from_dict(meta["preprocessing"])
+    prep = meta.preprocessing
     target = load_target_images(args.target, meta, 512, 0, seed=args.seed)  # score on every target image
     if target.labels is None:
         raise SystemExit(f"{args.target} has no labels: regret needs labels (read only to score)")
-    scorer = TargetScorer(bank, target, meta.get("test_head", "ca"))
+    scorer = TargetScorer(bank, target, meta.test_head)
     costs = BankCosts(bank, (prep.channels, *prep.size))
     table = load_table(args.bank, args.device)
     space = bank.space

@@ -19,7 +19,8 @@ import pandas as pd
 from bank_vs_individual import WIDTHS, train_and_score
 
 from slimda.tables import print_table, write_csv_atomic
-from slimda.train.trainer import CONFIDENCES, TrainConfig
+from slimda.train.config import TrainConfig
+from slimda.train.seed import CONFIDENCES
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -21,13 +21,15 @@ import pandas as pd
 import torch
 from scipy.stats import kendalltau, spearmanr
 
-from slimda.model.bank import HEADS, load_bank
+from slimda.data.domains import load_domain
+from slimda.model.bank import load_bank
 from slimda.model.cost import count_flops
-from slimda.data.domains import Preprocessing, load_domain
+from slimda.model.heads import HEADS
 from slimda.select.evaluate import head_probabilities, image_batches, predict
-from slimda.tables import print_table, write_csv_atomic
-from slimda.train.trainer import TrainConfig, Trainer
 from slimda.select.upem import DISTANCES, upem
+from slimda.tables import print_table, write_csv_atomic
+from slimda.train.config import TrainConfig
+from slimda.train.trainer import Trainer
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -48,7 +50,7 @@ def main() -> None:
             run = Path(tmp) / "run"
             Trainer(TrainConfig(iters=args.iters, seed=args.seed), run, progress=False).fit()
         bank, meta = load_bank(run)
-    prep = Preprocessing.from_dict(meta["preprocessing"])
+    prep = meta.preprocessing
     target = load_domain(args.target)
     dataset = target.dataset(prep)
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))

@@ -4,13 +4,17 @@ ONNX in, numbers out; nothing here imports torch, so a profile can run on a box 
 Modules (each imported only when used):
 
 - ``devices``: ``DeviceProfile`` and the registry (``get_device``, ``list_devices``).
-- ``measurement``: ``MeasureOptions``, ``Measurement`` (``to_row()``), ``measure``, ``measure_paired`` (a
-  model against a reference in alternating chunks), ``measure_row``, ``failure_row``, ``ROW_COLUMNS``.
+- ``config``: ``MeasureOptions`` and its typed records ``SSHOptions``, ``AdbOptions``, ``TensorRTOptions``.
+- ``base``: ``Measurement`` (``to_row()``), ``PairedMeasurement``, ``failure_row``, ``ROW_COLUMNS``, the
+  ``Backend`` interface and ``LocalBackend`` (runtimes driven in this process).
+- ``measurement``: the entry points ``measure``, ``measure_paired`` (a model against a reference in
+  alternating chunks), ``measure_row``, ``can_pair``, ``check_target``.
+- ``backends``: one module per runtime and the registry that picks one for (device, options): ``ort_cpu``,
+  ``openvino_cpu``, ``ort_mobile`` (ORT format, adb), ``trtexec`` (Jetson over ssh, ``build_engine``),
+  ``tensorrt_local`` (TensorRT Python API), ``remote`` (slimda's ``worker`` on another host over ssh).
 - ``stats``: ``LatencyStats``, ``compute_stats``, the warm-up/measurement loop and the paired loop.
-- runtimes: ``ort_cpu``, ``openvino_cpu``, ``ort_mobile`` (ORT format, adb), ``trtexec`` (Jetson over
-  ssh, ``build_engine``), ``tensorrt_local`` (TensorRT Python API); ``remote``/``worker`` run CPU
-  profiles on another host over ssh.
-- transports: ``ssh`` (``SSHTarget``), ``adb`` (``AdbTarget``).
+- ``onnxinfo``: a model's inputs with concrete shapes, random feeds.
+- transports: ``ssh`` (``SSHTarget``), ``adb`` (``AdbTarget``), ``transport`` (what they share).
 
 The common names are importable from the package itself, lazily: ``from slimda.profilers import measure``.
 """
@@ -22,12 +26,13 @@ import importlib
 _EXPORTS = {
     "DeviceProfile": "devices", "get_device": "devices", "list_devices": "devices",
     "LatencyStats": "stats", "compute_stats": "stats",
-    "MeasureOptions": "measurement", "Measurement": "measurement", "measure": "measurement",
-    "measure_row": "measurement", "failure_row": "measurement", "ROW_COLUMNS": "measurement",
-    "measure_paired": "measurement", "PairedMeasurement": "measurement",
-    "MeasurementError": "measurement",
+    "MeasureOptions": "config", "SSHOptions": "config", "AdbOptions": "config", "TensorRTOptions": "config",
+    "Measurement": "base", "PairedMeasurement": "base", "MeasurementError": "base", "failure_row": "base",
+    "ROW_COLUMNS": "base", "PAIRED_COLUMNS": "base", "Backend": "base",
+    "measure": "measurement", "measure_row": "measurement", "measure_paired": "measurement",
+    "can_pair": "measurement", "check_target": "measurement",
     "SSHTarget": "ssh", "AdbTarget": "adb", "TransportError": "transport",
-    "build_engine": "trtexec",
+    "build_engine": "backends.trtexec",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -30,6 +30,13 @@ def shape_text(shape: tuple[int, ...] | list[int]) -> str:
     return "x".join(str(int(d)) for d in shape)
 
 
+def specs_text(specs: list[InputSpec]) -> str:
+    """``1x3x16x16`` for one input, ``a:1x3;b:1x7`` for several."""
+    if len(specs) == 1:
+        return shape_text(specs[0].shape)
+    return ";".join(f"{s.name}:{shape_text(s.shape)}" for s in specs)
+
+
 def load_model(onnx_path: str | Path):
     """The ONNX graph (weights not needed), with a clear error for a missing or corrupt file."""
     import onnx

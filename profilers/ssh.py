@@ -12,11 +12,18 @@ POSIX shell: no sftp subsystem, no scp.
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from slimda.profilers.transport import CommandResult, TransportError, decode, run_argv
+
+
+def remote_model_path(path: Path, remote_dir: str) -> str:
+    """Where a model goes on a host: named by content, so concurrent or repeated runs never clash."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return f"{remote_dir.rstrip('/')}/{path.stem}-{digest}{path.suffix or '.onnx'}"
 
 
 @dataclass(frozen=True)

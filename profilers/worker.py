@@ -31,23 +31,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from slimda.profilers.config import COMMON_FIELDS, PROTOCOL, MeasureOptions
 from slimda.tables import atomic_output
-
-# MeasureOptions fields a remote measurement may receive (transport fields stay on the calling side).
-REMOTE_FIELDS = ("threads", "precision", "batch", "resolution", "warmup", "min_runs", "min_time_s",
-                 "max_runs", "max_time_s", "seed", "cache_dir")
-PROTOCOL = 1  # the --serve protocol version the calling side expects in the greeting
 
 
 def measure_answer(device: str, onnx: str, reference: str | None, options: dict) -> dict:
     """The JSON answer to one measurement request (raises on failure)."""
     from slimda.profilers.devices import get_device
-    from slimda.profilers.measurement import MeasureOptions, measure_local, measure_paired
+    from slimda.profilers.measurement import measure_local, measure_paired
 
-    fields = {k: options[k] for k in REMOTE_FIELDS if k in options}
-    if fields.get("resolution") is not None:
-        fields["resolution"] = tuple(fields["resolution"])
-    dev, opts = get_device(device), MeasureOptions(**fields)
+    # the common fields only: this host measures in-process, whatever transport brought the request here
+    opts = MeasureOptions.from_dict({k: v for k, v in options.items() if k in COMMON_FIELDS})
+    dev = get_device(device)
     if reference:
         pair = measure_paired(Path(onnx), Path(reference), dev, opts)
         return {**pair.measurement.to_dict(),
@@ -116,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="answer JSON requests on stdin until it ends (one worker for a whole table build)")
     parser.add_argument("--device", help="device profile name (a CPU device)")
     parser.add_argument("--onnx", help="path of the ONNX file on this host")
-    parser.add_argument("--options-json", default="{}", help="MeasureOptions fields as a JSON object")
+    parser.add_argument("--options-json", default="{}", help="MeasureOptions fields as a JSON object (its "
+                        "common fields are used: threads, precision, batch, loop bounds...)")
     parser.add_argument("--reference", help="path of a reference ONNX file on this host: time the model in "
                         "alternating chunks with it and add their ratio")
     args = parser.parse_args(argv)

@@ -10,11 +10,13 @@ import torchvision
 
 from conftest import randomise_batchnorm
 from slimda.backbones import list_backbones
-from slimda.model.bank import HEADS, ModelBank, load_bank, save_bank
-from slimda.model.bn import recalibrate
-from slimda.model.cost import count_flops, count_params
+from slimda.data.preprocessing import Preprocessing
 from slimda.errors import ConfigError, SlimdaError
 from slimda.export.onnx_export import PARITY_TOLERANCE, export_onnx, onnx_opset, parity_error
+from slimda.model.bank import BankMeta, ModelBank, load_bank, save_bank
+from slimda.model.bn import recalibrate
+from slimda.model.cost import count_flops, count_params
+from slimda.model.heads import HEADS
 from slimda.model.ops import SlimConv2d, SlimOp, contains_slim_ops, set_widths, to_static
 
 # Small inputs keep the ImageNet backbones fast (the last stage sees a 1×1 map; shapes are what matter).
@@ -136,8 +138,10 @@ def test_full_width_flops_and_params_equal_torchvision(arch, factory):
     reference = factory().eval()
     shape = (1, 3, 224, 224)
     assert count_flops(net, shape) == count_flops(reference, shape)
-    assert count_params(net) == count_params(reference) + bank.head_st.weight.numel() * 0  # Ca only is kept
-    assert count_params(net) == count_params(reference)
+    assert count_params(net) == count_params(reference)  # Ca is torchvision's fc exactly; Cs/Ct are not kept
+    joint = bank.extract(bank.space.largest(), head="cst")  # keeps the whole 2K-way head: K more rows
+    rows = bank.head_st.weight.shape[0] // 2
+    assert count_params(joint) == count_params(reference) + rows * bank.head_st.weight.shape[1] + rows
 
 
 @pytest.mark.parametrize("arch", list_backbones())
@@ -188,10 +192,10 @@ def test_set_config_rejects_other_arch():
 def test_save_and_load_round_trip(tmp_path):
     bank = make_bank("digits-cnn")
     path = tmp_path / "run" / "bank.pt"
-    save_bank(bank, path, class_names=[str(i) for i in range(10)], preprocessing={"size": [28, 28]})
+    save_bank(bank, path, BankMeta(tuple(str(i) for i in range(10)), Preprocessing((28, 28), 1, (0.5,), (0.5,))))
     assert [p.name for p in path.parent.iterdir()] == ["bank.pt"]  # no temporary file left
     loaded, meta = load_bank(path.parent)
-    assert meta["class_names"][3] == "3"
+    assert meta.class_names[3] == "3" and meta.preprocessing.size == (28, 28) and meta.test_head == "ca"
     x = torch.randn(2, 1, 28, 28)
     config = bank.space.sample_many(1, seed=4)[0]
     bank.set_config(config)

@@ -14,12 +14,12 @@ from PIL import Image
 from slimda.data.domains import (
     BUILTIN_DOMAINS,
     Domain,
-    Preprocessing,
     check_class_sets,
     harmonise,
     labeled_subset,
     load_domain,
 )
+from slimda.data.preprocessing import Preprocessing
 from slimda.errors import ConfigError, DataError
 
 PLAIN_GREY = Preprocessing(size=(8, 8), channels=1, mean=(0.0,), std=(1.0,))

@@ -15,22 +15,24 @@ import pytest
 import torch
 
 from conftest import randomise_batchnorm
-from slimda.model.bank import ModelBank, save_bank
-from slimda.select.budget import parse_count, parse_latency
 from slimda.cli import main
-from slimda.deploy.deployer import Budgets, Deployer, DeployOptions
-from slimda.errors import ConfigError
-from slimda.select.evaluate import TargetScorer, load_target_images
-from slimda.export.manifest import missing_keys, sha256_file
+from slimda.data.preprocessing import Preprocessing
+from slimda.deploy.deployer import Deployer, DeployOptions, ExportResult
+from slimda.deploy.reports import pareto_front
+from slimda.errors import ConfigError, SlimdaError
+from slimda.export.manifest import MANIFEST_KEYS, missing_keys, read_manifest, sha256_file
 from slimda.export.onnx_export import PARITY_TOLERANCE, onnx_opset
 from slimda.latency.build import TableScaleLatency
 from slimda.latency.table import load_table
+from slimda.model.bank import BankMeta, ModelBank, save_bank
 from slimda.profilers.measurement import Measurement, MeasureOptions
 from slimda.profilers.stats import LatencyStats
-from slimda.deploy.reports import pareto_front
+from slimda.select.budget import Budgets, parse_count, parse_latency
+from slimda.select.evaluate import TargetScorer, load_target_images
 from slimda.select.search import SearchSettings
 
-PREP = {"size": [28, 28], "channels": 1, "mean": [0.5], "std": [0.5]}
+META = BankMeta(class_names=tuple(str(i) for i in range(10)),
+                preprocessing=Preprocessing(size=(28, 28), channels=1, mean=(0.5,), std=(0.5,)), test_head="ca")
 FAST_MEASURE = ["--warmup", "1", "--min-runs", "5", "--min-time", "0"]
 FAST_OPTIONS = MeasureOptions(warmup=1, min_runs=5, min_time_s=0.0)
 SMALL_SEARCH = SearchSettings(population=8, generations=2, mutations=4, crossovers=4)
@@ -42,7 +44,7 @@ def run_dir(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("deploy") / "run"
     bank = ModelBank("digits-cnn", 10, 1, ratios=(0.5, 0.75, 1.0))
     randomise_batchnorm(bank, seed=3)
-    save_bank(bank, run / "bank.pt", class_names=[str(i) for i in range(10)], preprocessing=PREP, test_head="ca")
+    save_bank(bank, run / "bank.pt", META)
     code = main(["profile", "--device", "cpu-onnxruntime", "--bank", str(run), "--fit-configs", "3", *FAST_MEASURE])
     assert code == 0
     return run
@@ -74,8 +76,11 @@ def test_deployed_onnx_matches_the_extracted_network_and_the_manifest_is_complet
     budget = mid_budget(run_dir, bank)
     d = deployer(run_dir, target, tmp_path / "out").deploy("cpu-onnxruntime",
                                                          Budgets(latency=parse_latency(f"{budget}ms")))
-    m = d.manifest
-    assert missing_keys(m) == []
+    folder = tmp_path / "out" / "cpu-onnxruntime"
+    m = json.loads((folder / "manifest.json").read_text())
+    assert sorted(m) == sorted(MANIFEST_KEYS) and missing_keys(m) == []  # every documented key, and no other
+    assert m == d.manifest.to_dict() and read_manifest(folder) == d.manifest
+    assert m["within_budget"] is (m["measured_latency_ms"] <= budget) and m["latency_tolerance"] == 0.0
     assert m["predicted_latency_ms"] <= budget and m["measured_latency_ms"] > 0 and m["measured_latency_ms_raw"] > 0
     table = load_table(run_dir, "cpu-onnxruntime")
     assert m["measurement_method"].startswith(f"paired with the table's reference {table.reference_id}")
@@ -83,9 +88,7 @@ def test_deployed_onnx_matches_the_extracted_network_and_the_manifest_is_complet
     assert m["class_names"] == [str(i) for i in range(10)] and m["input_shape"] == [1, 1, 28, 28]
     assert m["mean"] == [0.5] and m["std"] == [0.5] and m["channels"] == 1
     assert m["versions"]["onnxruntime"] and m["versions"]["torch"]
-    folder = tmp_path / "out" / "cpu-onnxruntime"
     assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.onnx"]
-    assert json.loads((folder / "manifest.json").read_text())["config_id"] == m["config_id"]
     for name, record in m["files"].items():
         assert sha256_file(folder / name) == record["sha256"]
     assert onnx_opset(folder / "model.onnx") == 17
@@ -108,7 +111,16 @@ def test_deployed_onnx_matches_the_extracted_network_and_the_manifest_is_complet
 
     with (tmp_path / "out" / "deploy_report.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 1 and rows[0]["config_id"] == m["config_id"] and rows[0]["within_budget"] in ("True", "False")
+    assert len(rows) == 1 and rows[0]["config_id"] == m["config_id"]
+    assert rows[0]["within_budget"] == str(m["within_budget"])
+
+    # a manifest written before latency_tolerance existed reads with none; one missing a key names it
+    older = tmp_path / "older.json"
+    older.write_text(json.dumps({k: v for k, v in m.items() if k != "latency_tolerance"}))
+    assert read_manifest(older).latency.tolerance == 0.0
+    older.write_text(json.dumps({k: v for k, v in m.items() if k != "files"}))
+    with pytest.raises(SlimdaError, match="lacks files"):
+        read_manifest(older)
 
 
 def test_openvino_ir_and_ort_format_artefacts_run_and_agree(run_dir, target, tmp_path):
@@ -118,10 +130,11 @@ def test_openvino_ir_and_ort_format_artefacts_run_and_agree(run_dir, target, tmp
     dep = deployer(run_dir, target, tmp_path / "fleet")
     budgets = Budgets(flops=parse_count("5M", "flops"), params=parse_count("150k", "params"))
     results = [dep.deploy(name, budgets) for name in ("cpu-openvino", "ort-mobile")]
-    assert results[0].manifest["config_id"] == results[1].manifest["config_id"]  # same budgets, same UPEM
+    assert results[0].manifest.network.config_id == results[1].manifest.network.config_id  # same budgets, UPEM
     for d in results:
-        assert d.manifest["flops_m"] <= 5 and d.manifest["params_m"] <= 0.15
-        assert d.manifest["predicted_latency_ms"] is None  # no table for these devices: nothing predicted
+        assert d.manifest.network.flops_m <= 5 and d.manifest.network.params_m <= 0.15
+        assert d.manifest.latency.predicted_ms is None  # no table for these devices: nothing predicted
+        assert d.manifest.latency.within_budget is None  # no latency budget: no verdict
     x = torch.cat(target[2].images)[:1].numpy()
     reference = ort.InferenceSession(str(tmp_path / "fleet" / "cpu-openvino" / "model.onnx"),
                                      providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
@@ -129,62 +142,71 @@ def test_openvino_ir_and_ort_format_artefacts_run_and_agree(run_dir, target, tmp
                                        {"INFERENCE_PRECISION_HINT": "f32"})
     np.testing.assert_allclose(compiled(x)[0], reference, rtol=1e-4, atol=1e-4)
     ort_file = tmp_path / "fleet" / "ort-mobile" / "model.ort"
-    assert results[1].manifest["artifact"]["ort_target_platform"] == "arm"
+    assert results[1].manifest.artefact.notes["ort_target_platform"] == "arm"
+    assert results[1].manifest.to_dict()["artifact"] == {"kind": "ort", "file": "model.ort",
+                                                         "ort_target_platform": "arm"}
     got = ort.InferenceSession(str(ort_file), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4)
     with (tmp_path / "fleet" / "deploy_report.csv").open() as fh:
         assert [r["device"] for r in csv.DictReader(fh)] == ["cpu-openvino", "ort-mobile"]
 
 
-def test_measured_over_budget_searches_again_under_a_tighter_limit(run_dir, target, tmp_path, monkeypatch):
+def fake_device(latency_ms) -> object:
+    """A ``DeployOptions.measure_with`` that reports ``latency_ms(export)`` instead of timing anything."""
+    def measure(exported: ExportResult, device, opts, table) -> TableScaleLatency:
+        ms = latency_ms(exported)
+        raw = Measurement("cpu-onnxruntime", "onnxruntime", "fake", "fp32", 1, 1, "1x1x28x28", "test",
+                          LatencyStats(p50=ms, p90=ms, mean=ms, runs=5))
+        return TableScaleLatency(ms, raw, "fake", None)
+    return measure
+
+
+def test_measured_over_budget_searches_again_under_a_tighter_limit(run_dir, target, tmp_path):
     bank = target[0]
     budget = mid_budget(run_dir, bank)
     table = load_table(run_dir, "cpu-onnxruntime")
-
     exported = []
-    export = Deployer._export
 
-    def remember(self, config, *args):
-        exported.append(config)
-        return export(self, config, *args)
+    def slow_first(export: ExportResult) -> float:  # the first pick runs 25 % over budget, later ones as predicted
+        exported.append(export.config)
+        return budget * 1.25 if len(exported) == 1 else table.predict(export.config)
 
-    def slow_device(self, onnx_path, device, opts, table_):  # the first pick runs 25 % over budget, later ones
-        ms = budget * 1.25 if len(exported) == 1 else table.predict(exported[-1])  # as predicted
-        raw = Measurement("cpu-onnxruntime", "onnxruntime", "fake", "fp32", 1, 1, "1x1x28x28", "test",
-                          LatencyStats(p50=ms, p90=ms, mean=ms, runs=5))
-        return TableScaleLatency(ms, raw, "fake", None)
-
-    monkeypatch.setattr(Deployer, "_export", remember)
-    monkeypatch.setattr(Deployer, "_measure", slow_device)
-    d = deployer(run_dir, target, tmp_path / "retry", retries=3).deploy(
+    d = deployer(run_dir, target, tmp_path / "retry", retries=3, measure_with=fake_device(slow_first)).deploy(
         "cpu-onnxruntime", Budgets(latency=parse_latency(f"{budget}ms")))
-    attempts = d.manifest["attempts"]
-    assert len(attempts) == 2
-    assert attempts[0]["measured_latency_ms"] > budget
+    attempts = d.manifest.provenance.attempts
+    assert len(attempts) == 2 and [a.config_id for a in attempts] == [c.id for c in exported]
+    assert attempts[0].measured_latency_ms > budget
     # the second search asked for the first pick's prediction scaled by how far off it was (× 0.98), but
     # never for less than the smallest sub-network
-    scaled = attempts[0]["predicted_latency_ms"] * budget / attempts[0]["measured_latency_ms"] * 0.98
+    scaled = attempts[0].predicted_latency_ms * budget / attempts[0].measured_latency_ms * 0.98
     smallest = table.predict(bank.space.smallest())
-    assert attempts[1]["latency_limit_ms"] == pytest.approx(max(scaled, smallest), rel=1e-4)
-    assert attempts[1]["config_id"] != attempts[0]["config_id"]
-    assert d.manifest["within_budget"] is True and d.manifest["config_id"] == attempts[1]["config_id"]
+    assert attempts[1].latency_limit_ms == pytest.approx(max(scaled, smallest), rel=1e-4)
+    assert attempts[1].config_id != attempts[0].config_id
+    assert d.manifest.latency.within_budget is True and d.manifest.network.config_id == attempts[1].config_id
 
 
-def test_a_device_that_stays_over_budget_gets_a_warning(run_dir, target, tmp_path, monkeypatch, capsys):
+def test_a_device_that_stays_over_budget_gets_a_warning(run_dir, target, tmp_path, capsys):
     budget = mid_budget(run_dir, target[0])
-
-    def slow_device(self, onnx_path, device, opts, table_):  # every pick runs 25 % over budget
-        ms = budget * 1.25
-        raw = Measurement("cpu-onnxruntime", "onnxruntime", "fake", "fp32", 1, 1, "1x1x28x28", "test",
-                          LatencyStats(p50=ms, p90=ms, mean=ms, runs=5))
-        return TableScaleLatency(ms, raw, "fake", None)
-
-    monkeypatch.setattr(Deployer, "_measure", slow_device)
-    d = deployer(run_dir, target, tmp_path / "slow", retries=1).deploy(
+    slow = fake_device(lambda export: budget * 1.25)  # every pick runs 25 % over budget
+    d = deployer(run_dir, target, tmp_path / "slow", retries=1, measure_with=slow).deploy(
         "cpu-onnxruntime", Budgets(latency=parse_latency(f"{budget}ms")))
-    assert len(d.manifest["attempts"]) == 2 and d.manifest["within_budget"] is False
+    assert len(d.manifest.provenance.attempts) == 2 and d.manifest.latency.within_budget is False
     err = capsys.readouterr().err
     assert "warning: cpu-onnxruntime" in err and "after 2 attempt(s)" in err and "--retries" in err
+
+
+def test_within_the_tolerance_counts_as_within_budget_everywhere(run_dir, target, tmp_path, capsys):
+    budget = mid_budget(run_dir, target[0])
+    near = fake_device(lambda export: budget * 1.03)  # 3 % over: inside a 5 % tolerance
+    d = deployer(run_dir, target, tmp_path / "near", tolerance=0.05, measure_with=near).deploy(
+        "cpu-onnxruntime", Budgets(latency=parse_latency(f"{budget}ms")))
+    assert len(d.manifest.provenance.attempts) == 1  # not searched again
+    assert d.manifest.latency.within_budget is True and d.manifest.latency.tolerance == 0.05
+    written = json.loads((tmp_path / "near" / "cpu-onnxruntime" / "manifest.json").read_text())
+    assert written["within_budget"] is True and written["latency_tolerance"] == 0.05
+    with (tmp_path / "near" / "deploy_report.csv").open() as fh:
+        assert [r["within_budget"] for r in csv.DictReader(fh)] == ["True"]
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_budgets_need_one_limit():

@@ -13,9 +13,9 @@ import torch
 
 from conftest import randomise_batchnorm
 from slimda.backbones import list_backbones
-from slimda.model.bank import ModelBank, save_bank
+from slimda.data.preprocessing import Preprocessing
 from slimda.errors import SlimdaError
-from slimda.latency.build import build_table, plan_entries, reference_config, validate_table
+from slimda.latency.build import build_table, plan_entries, reference_config
 from slimda.latency.plan import plan_for
 from slimda.latency.table import (
     LATER_COLUMNS,
@@ -27,6 +27,8 @@ from slimda.latency.table import (
     normalise_row,
     table_path,
 )
+from slimda.latency.validate import validate_table
+from slimda.model.bank import BankMeta, ModelBank, save_bank
 from slimda.profilers import measurement
 from slimda.profilers.measurement import Measurement, MeasureOptions
 from slimda.profilers.stats import LatencyStats
@@ -345,8 +347,8 @@ def test_profile_bank_command_end_to_end(tmp_path, capsys):
     from slimda.cli import main
 
     run = tmp_path / "run"
-    save_bank(ModelBank("digits-cnn", 10, 1), run / "bank.pt", class_names=[str(i) for i in range(10)],
-              preprocessing={"size": [28, 28], "channels": 1, "mean": [0.5], "std": [0.5]})
+    prep = Preprocessing(size=(28, 28), channels=1, mean=(0.5,), std=(0.5,))
+    save_bank(ModelBank("digits-cnn", 10, 1), run / "bank.pt", BankMeta(tuple(str(i) for i in range(10)), prep))
     with pytest.raises(SlimdaError, match="slimda-profile --device cpu-onnxruntime --bank"):
         load_table(run, "cpu-onnxruntime")
     assert main(["profile", "--device", "cpu-onnxruntime", "--bank", str(run), "--rounds", "0"]) == 2

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import types
 from dataclasses import replace
 
 import numpy as np
@@ -20,13 +19,14 @@ import pytest
 
 from profiler_helpers import fast_options, tiny_onnx
 from slimda.errors import ConfigError, SlimdaError
+from slimda.profilers.config import AdbOptions, MeasureOptions, SSHOptions, TensorRTOptions
 from slimda.profilers.devices import DEVICES, get_device, list_devices
 from slimda.profilers.measurement import (
     PAIRED_COLUMNS,
     ROW_COLUMNS,
     Measurement,
-    MeasureOptions,
     can_pair,
+    check_target,
     failure_row,
     measure,
     measure_paired,
@@ -132,13 +132,73 @@ def test_unknown_device_lists_the_devices():
         assert name in str(err.value)
 
 
+# ---------------------------------------------------------------------------------------- options, backends
+
+def test_options_round_trip_and_read_an_older_slimdas_flat_keys():
+    opts = MeasureOptions(threads=2, resolution=(32, 24), ssh=SSHOptions("me@box", 2222, ssh_options=("A=b",)),
+                          adb=AdbOptions("R58"), tensorrt=TensorRTOptions(trt_version="8.2", metric="latency"))
+    assert MeasureOptions.from_dict(json.loads(json.dumps(opts.to_dict()))) == opts
+    flat = MeasureOptions.from_dict({"threads": 2, "resolution": [32, 24], "host": "me@box", "port": 2222,
+                                     "ssh_options": ["A=b"], "timeout_s": 60.0, "adb_serial": "R58",
+                                     "trt_version": "8.2", "trt_metric": "latency", "not_an_option": 1})
+    assert flat.ssh == SSHOptions("me@box", 2222, ssh_options=("A=b",), timeout_s=60.0) and flat.host == "me@box"
+    assert flat.adb == AdbOptions("R58", timeout_s=60.0) and flat.tensorrt == TensorRTOptions("8.2", metric="latency")
+    here = MeasureOptions.from_dict(opts.common_dict())  # what the ssh worker measures with
+    assert here == replace(opts, ssh=None, adb=None, tensorrt=TensorRTOptions())
+    with pytest.raises(ConfigError, match="trt_metric must be"):
+        TensorRTOptions(metric="fast")
+    with pytest.raises(ConfigError, match="no --host"):
+        SSHOptions("")
+
+
+def test_registry_picks_one_backend_per_device_and_transport():
+    from slimda.profilers.backends import backend_for, native_backend
+
+    ssh, adb = MeasureOptions(ssh=SSHOptions("me@box")), MeasureOptions(adb=AdbOptions("R58"))
+    expected = {
+        "cpu-onnxruntime": ("onnxruntime-cpu", "ssh-worker", "onnxruntime-cpu"),
+        "cpu-openvino": ("openvino-cpu", "ssh-worker", "openvino-cpu"),
+        "ort-mobile": ("ort-format-proxy", "ssh-worker", "ort-format-adb"),
+        "jetson-nano": ("trtexec", "trtexec", "trtexec"),
+        "tensorrt": ("tensorrt-python", "trtexec", "tensorrt-python"),
+    }
+    for device, names in expected.items():
+        dev = get_device(device)
+        assert tuple(backend_for(dev, o).name for o in (MeasureOptions(), ssh, adb)) == names, device
+        assert native_backend(dev).name == names[0]
+
+
+def test_reaching_a_device_is_checked_in_one_place(model):
+    with pytest.raises(ConfigError) as err:
+        check_target("jetson-orin-nano", MeasureOptions(tensorrt=TensorRTOptions(trtexec_path="/opt/trtexec")))
+    assert "--host user@jetson" in str(err.value) and "/opt/trtexec" in str(err.value)
+    with pytest.raises(ConfigError, match="--adb is for the ort-mobile device, not cpu-onnxruntime"):
+        measure(model, "cpu-onnxruntime", fast_options(adb=AdbOptions("R58")))
+    check_target("jetson-nano", MeasureOptions(ssh=SSHOptions("me@jetson")))
+    check_target("ort-mobile", MeasureOptions(adb=AdbOptions("R58")))
+
+
+def test_artifacts_come_from_the_device_runtime(model, tmp_path):
+    from slimda.export.artifacts import build_artifact
+
+    opts = MeasureOptions(ssh=SSHOptions("me@box"))  # the transport does not change what the runtime loads
+    assert build_artifact(model, get_device("cpu-onnxruntime"), tmp_path, opts).path == model
+    ort = build_artifact(model, get_device("ort-mobile"), tmp_path, opts, ort_platform="amd64")
+    assert (ort.kind, ort.path.name, ort.notes) == ("ort", "model.ort", {"ort_target_platform": "amd64"})
+    ir = build_artifact(model, get_device("cpu-openvino"), tmp_path, opts)
+    assert ir.kind == "openvino-ir" and [f.name for f in ir.files] == ["model.xml", "model.bin"]
+    assert all(f.stat().st_size > 0 for f in (*ir.files, ort.path))
+
+
 # ----------------------------------------------------------------------------------------- real measurements
 
 def _check_row(m: Measurement, opts: MeasureOptions) -> dict:
     s = m.stats
-    assert s.p50 <= s.p90 <= s.p99
+    assert s.min <= s.p50 <= s.p90 <= s.p99 <= s.max
     assert s.runs >= opts.min_runs
-    assert s.mean > 0 and s.std is not None and s.cv is not None
+    assert s.min <= s.mean <= s.max
+    assert 0 < s.std <= (s.max - s.min) / 2  # real runs vary, and never by more than their range allows
+    assert s.cv == pytest.approx(s.std / s.mean)
     row = m.to_row()
     assert tuple(row) == ROW_COLUMNS
     assert row["status"] == "ok" and row["error"] == ""
@@ -176,8 +236,9 @@ def test_paired_measurement_on_both_runtimes(model, tmp_path):
         assert 0.5 < measure_paired(model, model, device, opts).vs_reference < 2
     row = measure_row(other, "cpu-onnxruntime", opts, reference=model, entry_key="x")
     assert row["status"] == "ok" and float(row["vs_reference"]) > 0 and row["entry_key"] == "x"
-    assert can_pair("cpu-openvino") and can_pair("cpu-openvino", MeasureOptions(host="me@box"))  # ssh worker
-    assert not can_pair("jetson-nano") and not can_pair("ort-mobile", MeasureOptions(adb_serial="R58"))
+    assert can_pair("cpu-openvino") and can_pair("cpu-openvino", MeasureOptions(ssh=SSHOptions("me@box")))  # worker
+    assert not can_pair("jetson-nano") and not can_pair("ort-mobile", MeasureOptions(adb=AdbOptions("R58")))
+    assert not can_pair("cpu-onnxruntime", MeasureOptions(adb=AdbOptions("R58")))
     with pytest.raises(ConfigError, match="cannot time two models in turn"):
         measure_paired(model, model, "jetson-nano", opts)
 
@@ -215,7 +276,7 @@ def test_ort_format_conversion_matches_onnxruntime_tool(model, tmp_path):
     """Our in-process conversion makes the same .ort as `python -m onnxruntime.tools.convert_onnx_models_to_ort`."""
     import onnxruntime as ort
 
-    from slimda.profilers.ort_mobile import convert_to_ort, host_platform
+    from slimda.profilers.backends.ort_mobile import convert_to_ort, host_platform
 
     ours = convert_to_ort(model, host_platform(), tmp_path / "cache")
     assert ours.suffix == ".ort" and ours.stat().st_size > 0
@@ -237,7 +298,7 @@ def test_ort_format_conversion_matches_onnxruntime_tool(model, tmp_path):
 
 
 def test_ort_mobile_desktop_proxy(model, tmp_path):
-    from slimda.profilers.ort_mobile import host_platform
+    from slimda.profilers.backends.ort_mobile import host_platform
 
     opts = fast_options(cache_dir=str(tmp_path / "ort-cache"))
     row = _check_row(measure(model, "ort-mobile", opts), opts)
@@ -307,20 +368,20 @@ def test_profilers_never_import_torch(model, tmp_path):
     script = textwrap.dedent(f"""
         import importlib, pkgutil, sys
         import slimda.profilers as pkg
-        names = [m.name for m in pkgutil.iter_modules(pkg.__path__)]
+        names = [m.name for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".")]
         for name in names:
-            importlib.import_module("slimda.profilers." + name)
+            importlib.import_module(name)
         from slimda.profilers import measure, MeasureOptions
         opts = MeasureOptions(warmup=1, min_runs=5, min_time_s=0, cache_dir={str(tmp_path)!r})
         for device in ("cpu-onnxruntime", "cpu-openvino", "ort-mobile"):
             measure({str(model)!r}, device, opts)
-        import slimda.commands.profile
+        import slimda.commands.profile, slimda.export.artifacts
         assert "torch" not in sys.modules, "torch was imported"
         print(len(names))
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert int(proc.stdout.strip().splitlines()[-1]) >= 12
+    assert int(proc.stdout.strip().splitlines()[-1]) >= 18  # 11 modules and the backends package's 7
 
 
 # --------------------------------------------------------------------------------------------------- CLI
@@ -396,27 +457,42 @@ def test_cli_refuses_options_of_the_other_mode(model):
             profile.run(_args("--device", "cpu-onnxruntime", *extra))
 
 
-def test_cli_bank_goes_to_latency_build(monkeypatch):
+def test_cli_bank_and_arch_build_a_table_and_check_first(tmp_path):
+    """The table-building path up to its first work (a real build: tests/test_latency_table.py)."""
     from slimda.commands import profile
+    from slimda.commands.options import parse_resolution
 
-    seen = []
-    fake = types.ModuleType("slimda.latency.build")
-    fake.run_bank_profile = lambda args: seen.append((args.bank, args.device, args.validate)) or 0
-    monkeypatch.setitem(sys.modules, "slimda.latency.build", fake)
-    assert profile.run(_args("--device", "cpu-openvino", "--bank", "runs/x", "--validate", "5")) == 0
-    assert seen == [("runs/x", "cpu-openvino", 5)]
-    assert profile.parse_resolution("224x160") == (224, 160) and profile.parse_resolution("96") == (96, 96)
+    missing = str(tmp_path / "no run")
+    with pytest.raises(SlimdaError, match="no model bank at"):
+        profile.run(_args("--device", "cpu-openvino", "--bank", missing, "--validate", "5"))
+    with pytest.raises(ConfigError, match="--host user@jetson"):  # before the bank is even read
+        profile.run(_args("--device", "jetson-nano", "--bank", missing))
+    with pytest.raises(ConfigError, match="--rounds must be at least 1"):
+        profile.run(_args("--device", "cpu-openvino", "--bank", missing, "--rounds", "0"))
+    with pytest.raises(ConfigError, match="give --out FILE"):
+        profile.run(_args("--device", "cpu-openvino", "--arch", "digits-cnn"))
+    assert parse_resolution("224x160") == (224, 160) and parse_resolution("96") == (96, 96)
+
+
+def test_cli_options_become_typed_records():
+    from slimda.commands.options import options_from_args
+
+    opts = options_from_args(_args("--host", "me@box", "--port", "2222", "--identity", "k", "--remote-python",
+                                   "/opt/py", "--trt-version", "8.2", "--threads", "2"))
+    assert opts.ssh == SSHOptions("me@box", 2222, "k", remote_python="/opt/py") and opts.host == "me@box"
+    assert opts.adb is None and opts.tensorrt.trt_version == "8.2" and opts.threads == 2
+    phone = options_from_args(_args("--adb", "R58", "--perf-test", "/data/x"))
+    assert phone.ssh is None and phone.adb == AdbOptions("R58", perf_test_path="/data/x")
 
 
 def test_serving_worker_answers_each_request_and_survives_a_failing_one(model, tmp_path):
     """The protocol a table build over ssh speaks to one long-lived worker (here without ssh)."""
-    from slimda.profilers.remote import remote_options
     from slimda.profilers.worker import PROTOCOL, serve
 
     copy = tmp_path / "host side" / "tiny copy.onnx"
     data = model.read_bytes()
     measure_request = {"op": "measure", "device": "cpu-onnxruntime", "onnx": str(copy), "reference": str(copy),
-                       "options": remote_options(fast_options())}
+                       "options": fast_options().common_dict()}
     lines = [{"op": "has", "path": str(copy)}, {"op": "put", "path": str(copy), "size": len(data)},
              {"op": "has", "path": str(copy)}, measure_request,
              {**measure_request, "onnx": str(tmp_path / "missing.onnx")}, {"op": "dance"}]

@@ -22,12 +22,13 @@ import pytest
 
 from profiler_helpers import fast_options, tiny_onnx
 from slimda.errors import SlimdaError
-from slimda.profilers import remote
 from slimda.profilers.adb import AdbTarget
+from slimda.profilers.backends import remote
+from slimda.profilers.backends.trtexec import build_engine
+from slimda.profilers.config import AdbOptions, SSHOptions, TensorRTOptions
 from slimda.profilers.measurement import measure, measure_paired, measure_row
 from slimda.profilers.ssh import SSHTarget
 from slimda.profilers.transport import TransportError
-from slimda.profilers.trtexec import build_engine
 
 SSHD = "/usr/sbin/sshd"
 NANO_LOG = Path(__file__).parent / "data" / "trtexec" / "trt8.2.1_jetson_nano_tegra_x1.log"
@@ -99,9 +100,10 @@ def target(sshd) -> SSHTarget:
     return SSHTarget(sshd["host"], sshd["port"], sshd["key"], sshd["options"])
 
 
-def ssh_opts(sshd, **overrides):
-    return fast_options(host=sshd["host"], port=sshd["port"], identity_file=sshd["key"],
-                        ssh_options=sshd["options"], **overrides)
+def ssh_opts(sshd, ssh: dict | None = None, trt: dict | None = None, **overrides):
+    """Short measurements on the test server: ``ssh`` overrides SSHOptions fields, ``trt`` TensorRTOptions'."""
+    target = SSHOptions(sshd["host"], sshd["port"], sshd["key"], sshd["options"], **(ssh or {}))
+    return fast_options(ssh=target, tensorrt=TensorRTOptions(**(trt or {})), **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -136,13 +138,18 @@ def test_put_and_get_files(target, tmp_path):
 
 
 @pytest.mark.parametrize("way", ["serving worker", "one-shot"])
-def test_remote_cpu_profile_over_ssh(sshd, model, tmp_path, monkeypatch, way):
+def test_remote_cpu_profile_over_ssh(sshd, model, tmp_path, way):
     """The path a user with an Intel box takes: copy the model, run slimda's worker there, parse its JSON."""
-    if way == "one-shot":  # what happens where the host's slimda cannot serve
-        monkeypatch.setattr(remote, "_session", lambda target, python: None)
+    python = sys.executable
+    if way == "one-shot":  # what happens where the host's slimda cannot serve (an older one)
+        python = str(tmp_path / "python without serve")
+        Path(python).write_text('#!/bin/sh\ncase " $* " in *" --serve "*) echo "unrecognized arguments: --serve" >&2; '
+                                f'exit 2;; esac\nexec {sys.executable} "$@"\n')
+        Path(python).chmod(0o755)
     remote_dir = tmp_path / "remote profile dir"
-    opts = ssh_opts(sshd, remote_python=sys.executable, remote_dir=str(remote_dir), min_runs=25)
+    opts = ssh_opts(sshd, {"remote_python": python, "remote_dir": str(remote_dir)}, min_runs=25)
     m = measure(model, "cpu-onnxruntime", opts)
+    assert len(remote.serving_workers()) == (1 if way == "serving worker" else 0)
     row = m.to_row()
     assert row["status"] == "ok" and row["host"] == sshd["host"] and row["runtime"] == "onnxruntime"
     assert m.stats.runs >= 25 and m.stats.p50 <= m.stats.p90 <= m.stats.p99
@@ -155,7 +162,7 @@ def test_paired_profile_over_ssh_alternates_on_the_host_and_copies_the_reference
     """A table built over ssh times every entry against one reference, on the host, as a local build does."""
     reference = tiny_onnx(tmp_path / "reference.onnx", size=32)
     remote_dir = tmp_path / "remote paired dir"
-    opts = ssh_opts(sshd, remote_python=sys.executable, remote_dir=str(remote_dir), min_runs=10)
+    opts = ssh_opts(sshd, {"remote_python": sys.executable, "remote_dir": str(remote_dir)}, min_runs=10)
     first = measure_paired(model, reference, "cpu-onnxruntime", opts)
     copy = next(remote_dir.glob("reference-*.onnx"))
     inode = copy.stat().st_ino
@@ -169,25 +176,25 @@ def test_paired_profile_over_ssh_alternates_on_the_host_and_copies_the_reference
 
 
 def test_one_serving_worker_per_host_and_a_lost_one_is_replaced(sshd, model, tmp_path):
-    opts = ssh_opts(sshd, remote_python=sys.executable, remote_dir=str(tmp_path / "r"))
+    opts = ssh_opts(sshd, {"remote_python": sys.executable, "remote_dir": str(tmp_path / "r")})
     measure(model, "cpu-onnxruntime", opts)
     measure(model, "cpu-openvino", opts)
-    sessions = [s for s in remote._SESSIONS.values() if s is not None]
+    sessions = remote.serving_workers()
     assert len(sessions) == 1 and sessions[0].proc.poll() is None
     sessions[0].proc.kill()  # the connection drops (or a runtime crashed the worker)
     sessions[0].proc.wait()
     m = measure(model, "cpu-onnxruntime", opts)  # this one the one-shot way, the next through a new worker
     assert m.stats.runs > 0 and m.host == sshd["host"]
     measure(model, "cpu-onnxruntime", opts)
-    now = [s for s in remote._SESSIONS.values() if s is not None]
+    now = remote.serving_workers()
     assert len(now) == 1 and now[0] is not sessions[0] and now[0].proc.poll() is None
 
 
 def test_a_worker_that_does_not_answer_in_time_stops_the_call_and_the_next_one_recovers(sshd, model, tmp_path):
-    opts = ssh_opts(sshd, remote_python=sys.executable, remote_dir=str(tmp_path / "r"))
+    where = {"remote_python": sys.executable, "remote_dir": str(tmp_path / "r")}
+    opts = ssh_opts(sshd, where)
     with pytest.raises(TransportError, match="gave no answer to measure within 1 s"):
-        measure(model, "cpu-onnxruntime", ssh_opts(sshd, remote_python=sys.executable, remote_dir=str(tmp_path / "r"),
-                                                   min_time_s=3.0, max_time_s=6.0, timeout_s=1.0))
+        measure(model, "cpu-onnxruntime", ssh_opts(sshd, {**where, "timeout_s": 1.0}, min_time_s=3.0, max_time_s=6.0))
     assert measure(model, "cpu-onnxruntime", opts).stats.runs > 0
 
 
@@ -197,13 +204,13 @@ def test_paired_profile_names_an_old_worker(sshd, model, tmp_path):
                           "echo 'python -m slimda.profilers.worker: error: unrecognized arguments: --reference x' >&2\n"
                           "exit 2\n")
     old_python.chmod(0o755)
-    opts = ssh_opts(sshd, remote_python=str(old_python), remote_dir=str(tmp_path / "r"))
+    opts = ssh_opts(sshd, {"remote_python": str(old_python), "remote_dir": str(tmp_path / "r")})
     with pytest.raises(TransportError, match="too old to time models paired.*--unpaired"):
         measure_paired(model, model, "cpu-openvino", opts)
 
 
 def test_remote_profile_reports_missing_python(sshd, model, tmp_path):
-    opts = ssh_opts(sshd, remote_python="/nonexistent/python3", remote_dir=str(tmp_path / "r"))
+    opts = ssh_opts(sshd, {"remote_python": "/nonexistent/python3", "remote_dir": str(tmp_path / "r")})
     with pytest.raises(TransportError) as err:
         measure(model, "cpu-openvino", opts)
     assert "/nonexistent/python3" in str(err.value) and sshd["host"] in str(err.value)
@@ -218,13 +225,14 @@ def test_unreachable_host_names_host_and_command():
 
 
 def test_unreachable_jetson_stops_a_table_build(model):
-    opts = fast_options(host="nobody@127.0.0.1", port=free_port(), connect_timeout_s=3, trt_version="8.2")
+    opts = fast_options(ssh=SSHOptions("nobody@127.0.0.1", port=free_port(), connect_timeout_s=3),
+                        tensorrt=TensorRTOptions(trt_version="8.2"))
     with pytest.raises(TransportError, match="nobody@127.0.0.1"):
         measure_row(model, "jetson-nano", opts)
 
 
 def test_missing_trtexec_names_host_and_path(sshd, model, tmp_path):
-    opts = ssh_opts(sshd, trtexec_path="/opt/nowhere/trtexec", remote_dir=str(tmp_path / "r"))
+    opts = ssh_opts(sshd, {"remote_dir": str(tmp_path / "r")}, {"trtexec_path": "/opt/nowhere/trtexec"})
     with pytest.raises(TransportError) as err:
         measure(model, "jetson-orin-nano", opts)
     text = str(err.value)
@@ -253,7 +261,7 @@ def stand_in_trtexec(tmp_path) -> tuple[Path, Path]:
 def test_jetson_profile_over_ssh_with_replayed_log(sshd, model, tmp_path, stand_in_trtexec):
     script, args_file = stand_in_trtexec
     remote_dir = tmp_path / "jetson dir"
-    opts = ssh_opts(sshd, trtexec_path=str(script), remote_dir=str(remote_dir), min_runs=40, min_time_s=2.0)
+    opts = ssh_opts(sshd, {"remote_dir": str(remote_dir)}, {"trtexec_path": str(script)}, min_runs=40, min_time_s=2.0)
     m = measure(model, "jetson-nano", opts)  # version detected from the banner of `trtexec --help`
     assert (m.runtime, m.runtime_version, m.precision, m.threads) == ("tensorrt-trtexec", "8.2.1", "fp16", None)
     assert (m.stats.p50, m.stats.p99, m.stats.mean, m.stats.runs) == (90.0183, 91.2045, 90.1061, 35)
@@ -267,7 +275,8 @@ def test_jetson_profile_over_ssh_with_replayed_log(sshd, model, tmp_path, stand_
 
 def test_jetson_engine_build_over_ssh(sshd, model, tmp_path, stand_in_trtexec):
     script, args_file = stand_in_trtexec
-    opts = ssh_opts(sshd, trtexec_path=str(script), remote_dir=str(tmp_path / "jetson dir"), trt_version="8.2")
+    opts = ssh_opts(sshd, {"remote_dir": str(tmp_path / "jetson dir")},
+                    {"trtexec_path": str(script), "trt_version": "8.2"})
     built = build_engine(model, "jetson-nano", opts, local_engine=tmp_path / "engines here" / "tiny.engine")
     assert built.local_path.read_bytes() == b"stand-in engine" and built.trt_version == "8.2.1"
     args = args_file.read_text().splitlines()
@@ -276,7 +285,8 @@ def test_jetson_engine_build_over_ssh(sshd, model, tmp_path, stand_in_trtexec):
 
 def test_tensorrt_device_with_host_uses_trtexec(sshd, model, tmp_path, stand_in_trtexec):
     script, _ = stand_in_trtexec
-    opts = ssh_opts(sshd, trtexec_path=str(script), remote_dir=str(tmp_path / "gpu box"), trt_version="8.2.1")
+    opts = ssh_opts(sshd, {"remote_dir": str(tmp_path / "gpu box")},
+                    {"trtexec_path": str(script), "trt_version": "8.2.1"})
     row = measure_row(model, "tensorrt", opts, config_id="full")
     assert row["status"] == "ok" and row["runtime"] == "tensorrt-trtexec" and row["latency_ms_p50"] == 90.0183
     assert row["threads"] == "" and row["config_id"] == "full"
@@ -286,6 +296,6 @@ def test_adb_missing_program_is_reported(model, tmp_path):
     phone = AdbTarget("R58M123ABC", adb="adb-not-installed-here")
     with pytest.raises(TransportError, match="not installed"):
         phone.run(["true"], timeout=10)
-    opts = fast_options(adb_serial="R58M123ABC", adb_path="adb-not-installed-here", cache_dir=str(tmp_path))
+    opts = fast_options(adb=AdbOptions("R58M123ABC", adb_path="adb-not-installed-here"), cache_dir=str(tmp_path))
     with pytest.raises(TransportError):
         measure(model, "ort-mobile", opts)

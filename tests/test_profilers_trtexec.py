@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from slimda.errors import ConfigError, SlimdaError
-from slimda.profilers.ort_mobile import parse_perf_test_output, perf_test_command
-from slimda.profilers.trtexec import (
+from slimda.profilers.backends.ort_mobile import parse_perf_test_output, perf_test_command
+from slimda.profilers.backends.trtexec_cli import (
     parse_times_json,
     parse_trtexec_output,
     parse_version,

@@ -1,15 +1,19 @@
-"""Budget parsing and the evolutionary search, with small fake predictors."""
+"""Budget parsing and the within-budget rule, UPEM's distances, and the evolutionary search with small fake
+predictors."""
 
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
+import torch
 
-from slimda.select.budget import parse_count, parse_latency
 from slimda.errors import ConfigError
-from slimda.select.search import Constraint, InfeasibleBudget, SearchSettings, evolutionary_search
 from slimda.model.space import Site, WidthSpace
+from slimda.select.budget import Budget, Budgets, latency_budget, parse_count, parse_latency
+from slimda.select.search import Constraint, InfeasibleBudget, SearchSettings, evolutionary_search
+from slimda.select.upem import DISTANCES, upem
 
 
 @pytest.mark.parametrize("text, ms", [("20ms", 20.0), ("20 ms", 20.0), ("0.02s", 20.0), ("500us", 0.5),
@@ -37,6 +41,70 @@ def test_malformed_counts_are_refused():
     with pytest.raises(ConfigError, match="cannot read params budget"):
         parse_count("lots", "params")
     assert parse_count("2.5M", "params").value == 2.5e6
+
+
+def test_within_budget_is_one_rule_with_its_tolerance():
+    budget = Budget("latency", 10.0, "10ms")
+    assert budget.allows(10.0) and not budget.allows(10.01)
+    assert budget.allows(10.49, tolerance=0.05) and not budget.allows(10.51, tolerance=0.05)
+    budgets = Budgets(latency=budget)
+    assert budgets.latency_met(10.3) is False and budgets.latency_met(10.3, tolerance=0.05) is True
+    assert budgets.latency_met(None) is None  # not measured: no verdict
+    assert Budgets(flops=parse_count("5M", "flops")).latency_met(3.0) is None  # no latency budget: no verdict
+
+
+def test_budgets_round_trip_and_print():
+    budgets = Budgets(latency=parse_latency("20 ms"), params=parse_count("2.5M", "params"))
+    assert budgets.to_dict() == {"latency": {"text": "20 ms", "value": 20.0, "unit": "ms"},
+                                 "params": {"text": "2.5M", "value": 2.5e6, "unit": "parameters"}}
+    assert Budgets.from_dict(budgets.to_dict()) == budgets
+    assert budgets.text("; ") == "latency 20 ms; params 2.5M"
+
+
+@pytest.mark.parametrize("ms, text, value", [(0.123456, "0.123ms", 0.123), (12.3456, "12.3ms", 12.3),
+                                             (0.0009876, "0.000988ms", 0.000988), (150.0, "150ms", 150.0)])
+def test_a_computed_latency_budget_keeps_three_digits_and_agrees_with_its_text(ms, text, value):
+    budget = latency_budget(ms)
+    assert budget.kind == "latency" and budget.text == text and budget.value == pytest.approx(value, rel=1e-12)
+    assert parse_latency(budget.text).value == pytest.approx(budget.value, rel=1e-12)
+    with pytest.raises(ConfigError, match="positive"):
+        latency_budget(0.0)
+
+
+# UPEM on two images, three classes: the anchor, and a candidate that moves the first image's mass
+ANCHOR = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.8, 0.1]])
+CANDIDATE = torch.tensor([[0.2, 0.7, 0.1], [0.1, 0.8, 0.1]])
+
+
+def _kl(q, p):  # KL(q || p) of one row
+    return sum(a * math.log(a / b) for a, b in zip(q, p))
+
+
+EXPECTED = {  # each distance by hand; only the first image differs, so each mean is half of its value there
+    "kl": _kl([0.5, 0.3, 0.2], [0.2, 0.7, 0.1]) / 2,  # KL(anchor || candidate), not the other way round
+    "skl": (_kl([0.5, 0.3, 0.2], [0.2, 0.7, 0.1]) + _kl([0.2, 0.7, 0.1], [0.5, 0.3, 0.2])) / 2,
+    "l1": (0.3 + 0.4 + 0.1) / 2,
+    "disagree": 1 / 2,  # top-1 class 0 → 1 on the first image
+}
+
+
+def test_every_upem_distance_has_its_known_value():
+    assert set(EXPECTED) == set(DISTANCES)
+    assert _kl([0.5, 0.3, 0.2], [0.2, 0.7, 0.1]) != pytest.approx(_kl([0.2, 0.7, 0.1], [0.5, 0.3, 0.2]))
+    for distance, expected in EXPECTED.items():
+        assert upem(CANDIDATE, ANCHOR, distance) == pytest.approx(expected, rel=1e-5), distance
+        assert upem(ANCHOR, ANCHOR, distance) == pytest.approx(0.0, abs=1e-9), distance
+
+
+def test_every_upem_distance_orders_near_before_far():
+    gen = torch.Generator().manual_seed(0)
+    anchor = torch.softmax(torch.randn(200, 5, generator=gen) * 3, dim=1)
+    other = torch.softmax(torch.randn(200, 5, generator=gen) * 3, dim=1)
+    near, far = 0.9 * anchor + 0.1 * other, 0.2 * anchor + 0.8 * other
+    for distance in DISTANCES:
+        assert 0 < upem(near, anchor, distance) < upem(far, anchor, distance), distance
+    with pytest.raises(ConfigError, match="unknown UPEM distance"):
+        upem(ANCHOR, ANCHOR, "cosine")
 
 
 @pytest.fixture

@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from slimda.errors import ConfigError
 from slimda.model.space import Site
+
+
+@dataclass(frozen=True)
+class BackboneCfg:
+    """An architecture's defaults, registered with it (timm's ``_cfg``).
+
+    ``input_size``: the square size it is profiled and trained at unless ``--resolution`` says otherwise;
+    ``data_sized``: trained at the larger native size of the two domains instead (small digit images);
+    ``in_channels``, ``mean``/``std``: what its inputs are when the data has that many channels.
+    """
+
+    input_size: int
+    in_channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    data_sized: bool = False
 
 
 class SiteBook:
@@ -28,14 +45,14 @@ class SlimBackbone(nn.Module):
     """A feature extractor over width sites. ``forward(x)`` returns pooled features ``[N, C]``.
 
     Subclasses set ``arch``, ``sites``, ``feature_site`` (the site of the feature vector),
-    ``channel_multiple`` (channel rounding) and ``default_input_size``.
+    ``channel_multiple`` (channel rounding); ``create_backbone`` sets ``cfg`` (the registered defaults).
     """
 
     arch: str
     sites: tuple[Site, ...]
     feature_site: str
     channel_multiple: int = 8
-    default_input_size: int = 224
+    cfg: BackboneCfg
     # Keys of torchvision's classifier, dropped when loading its state dict (the bank has its own heads).
     torchvision_classifier_prefix: str | None = None
 
@@ -46,6 +63,10 @@ class SlimBackbone(nn.Module):
         too, since extraction keeps the container classes. Returned wrappers are not registered as children.
         """
         raise NotImplementedError(f"{type(self).__name__} does not list its blocks")
+
+    @property
+    def default_input_size(self) -> int:
+        return self.cfg.input_size
 
     @property
     def feature_dim(self) -> int:

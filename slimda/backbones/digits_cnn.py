@@ -6,8 +6,10 @@ import torch
 from torch import nn
 
 from slimda.backbones import register
-from slimda.backbones.base import SiteBook, SlimBackbone
+from slimda.backbones.base import BackboneCfg, SiteBook, SlimBackbone
 from slimda.model.ops import SlimBatchNorm2d, SlimConv2d
+
+CFG = BackboneCfg(input_size=28, in_channels=1, mean=(0.5,), std=(0.5,), data_sized=True)
 
 
 def conv_bn_relu(cin: int, cout: int, stride: int, in_site: str | None, out_site: str) -> nn.Sequential:
@@ -33,7 +35,6 @@ class DigitsBlock(nn.Module):
 class DigitsCNN(SlimBackbone):
     arch = "digits-cnn"
     channel_multiple = 4
-    default_input_size = 28
 
     def __init__(self, in_channels: int = 1, stem: int = 16, stages: tuple[int, ...] = (32, 64, 128)) -> None:
         super().__init__()
@@ -58,6 +59,6 @@ class DigitsCNN(SlimBackbone):
         return [("stem", self.stem), *((f"blocks.{i}", b) for i, b in enumerate(self.blocks)), ("pool", self.pool)]
 
 
-@register("digits-cnn")
+@register("digits-cnn", CFG)
 def digits_cnn(in_channels: int = 1) -> DigitsCNN:
     return DigitsCNN(in_channels=in_channels)

@@ -11,12 +11,16 @@ import torch
 from torch import nn
 
 from slimda.backbones import register
-from slimda.backbones.base import SiteBook, SlimBackbone
+from slimda.backbones.base import BackboneCfg, SiteBook, SlimBackbone
+from slimda.data.preprocessing import IMAGENET_MEAN_STD
 from slimda.model.ops import SlimBatchNorm2d, SlimConv2d
 
 # (expand ratio t, output channels c, blocks n, first stride s), as in torchvision / the paper.
 INVERTED_RESIDUAL_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
                              (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+
+
+CFG = BackboneCfg(input_size=224, in_channels=3, mean=IMAGENET_MEAN_STD[0], std=IMAGENET_MEAN_STD[1])
 
 
 def conv_bn_act(cin: int, cout: int, kernel: int, stride: int, in_site: str | None, out_site: str,
@@ -52,7 +56,6 @@ class InvertedResidual(nn.Module):
 class SlimMobileNetV2(SlimBackbone):
     arch = "mobilenet_v2"
     torchvision_classifier_prefix = "classifier."
-    default_input_size = 224
 
     def __init__(self, in_channels: int = 3, last_channel: int = 1280) -> None:
         super().__init__()
@@ -92,6 +95,6 @@ class SlimMobileNetV2(SlimBackbone):
         return [*((f"features.{i}", m) for i, m in enumerate(self.features)), ("pool", nn.AdaptiveAvgPool2d((1, 1)))]
 
 
-@register("mobilenet_v2")
+@register("mobilenet_v2", CFG)
 def mobilenet_v2(in_channels: int = 3) -> SlimMobileNetV2:
     return SlimMobileNetV2(in_channels=in_channels)

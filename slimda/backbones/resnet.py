@@ -11,8 +11,11 @@ import torch
 from torch import nn
 
 from slimda.backbones import register
-from slimda.backbones.base import SiteBook, SlimBackbone
+from slimda.backbones.base import BackboneCfg, SiteBook, SlimBackbone
+from slimda.data.preprocessing import IMAGENET_MEAN_STD
 from slimda.model.ops import SlimBatchNorm2d, SlimConv2d
+
+CFG = BackboneCfg(input_size=224, in_channels=3, mean=IMAGENET_MEAN_STD[0], std=IMAGENET_MEAN_STD[1])
 
 
 class BasicBlock(nn.Module):
@@ -60,7 +63,6 @@ class Bottleneck(nn.Module):
 
 class SlimResNet(SlimBackbone):
     torchvision_classifier_prefix = "fc."
-    default_input_size = 224
 
     def __init__(self, arch: str, block: type[BasicBlock | Bottleneck], layers: tuple[int, ...],
                  in_channels: int = 3) -> None:
@@ -118,11 +120,11 @@ class SlimResNet(SlimBackbone):
         return [("stem", stem), *stages, ("avgpool", self.avgpool)]
 
 
-@register("resnet18")
+@register("resnet18", CFG)
 def resnet18(in_channels: int = 3) -> SlimResNet:
     return SlimResNet("resnet18", BasicBlock, (2, 2, 2, 2), in_channels)
 
 
-@register("resnet50")
+@register("resnet50", CFG)
 def resnet50(in_channels: int = 3) -> SlimResNet:
     return SlimResNet("resnet50", Bottleneck, (3, 4, 6, 3), in_channels)

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from slimda.deploy.deployer import Deployment
+    from slimda.select.budget import Budgets
 
 DESCRIPTION = """Pick, without a target label, the sub-network of a trained bank that should be most accurate on
 the target domain within a budget, then export it for each device and time it there.
@@ -25,9 +30,8 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from slimda.model.bank import HEADS
-    from slimda.commands.eval import add_target_scoring_arguments
-    from slimda.commands.profile import add_measure_arguments
+    from slimda.commands.options import add_measure_arguments, add_target_scoring_arguments
+    from slimda.model.heads import HEADS
 
     what = parser.add_argument_group("what to deploy")
     what.add_argument("--bank", required=True, metavar="RUN", help="run directory written by slimda-train "
@@ -61,14 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_measure_arguments(parser, resolution=False)
 
 
-def devices_from_args(values: list[str] | None) -> list[str]:
-    names = [n.strip() for v in (values or ["cpu-onnxruntime"]) for n in v.split(",") if n.strip()]
-    return list(dict.fromkeys(names))
-
-
-def budgets_from_args(args: argparse.Namespace):
-    from slimda.select.budget import parse_count, parse_latency
-    from slimda.deploy.deployer import Budgets
+def budgets_from_args(args: argparse.Namespace) -> Budgets:
+    """The ``--latency``, ``--flops`` and ``--params`` budgets (at least one, each parsed with its unit)."""
+    from slimda.select.budget import Budgets, parse_count, parse_latency
 
     return Budgets(latency=parse_latency(args.latency) if args.latency else None,
                    flops=parse_count(args.flops, "flops") if args.flops else None,
@@ -76,7 +75,12 @@ def budgets_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from slimda.commands.options import devices_from_args, options_from_args, target_scoring_from_args
+    from slimda.deploy.deployer import DeployOptions, deploy_fleet
+    from slimda.deploy.setup import open_deployer
     from slimda.errors import ConfigError
+    from slimda.profilers.devices import get_device
+    from slimda.select.search import SearchSettings
 
     if args.population < 2 or args.generations < 1:
         raise ConfigError("--population must be at least 2 and --generations at least 1")
@@ -84,46 +88,28 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--retries must be 0 or more, got {args.retries}")
     budgets = budgets_from_args(args)  # bad budgets fail before the bank is read
     devices = devices_from_args(args.device)
-    deployments = deploy_from_args(args, budgets, devices)
-    print_deployments(deployments)
-    return 0
-
-
-def deploy_from_args(args: argparse.Namespace, budgets, devices: list[str]):
-    from slimda.model.bank import load_bank
-    from slimda.commands.profile import options_from_args
-    from slimda.deploy.deployer import Deployer, DeployOptions, deploy_fleet
-    from slimda.select.evaluate import TargetScorer, load_target_images
-    from slimda.profilers.devices import get_device
-    from slimda.select.search import SearchSettings
-
     for name in devices:
         get_device(name)  # an unknown device names the list before any work
-    bank, meta = load_bank(args.bank)
-    run_dir = Path(args.bank) if Path(args.bank).is_dir() else Path(args.bank).parent
-    bank_file = run_dir / "bank.pt" if Path(args.bank).is_dir() else Path(args.bank)
-    target = load_target_images(args.target, meta, args.calibration_images, args.score_images, seed=args.seed)
-    scorer = TargetScorer(bank, target, args.head or meta.get("test_head", "ca"), args.distance)
     options = DeployOptions(
         measure_options=options_from_args(args),
         settings=SearchSettings(population=args.population, generations=args.generations, seed=args.seed),
         measure=not args.no_measure, retries=args.retries, ort_platform=args.ort_platform)
-    out = Path(args.out) if args.out else run_dir / "deploy"
-    deployer = Deployer(bank, meta, run_dir, scorer, out, options, bank_file)
-    return deploy_fleet(deployer, devices, budgets)
+    deployer = open_deployer(args.bank, target_scoring_from_args(args), options, args.out)
+    print_deployments(deploy_fleet(deployer, devices, budgets))
+    return 0
 
 
-def print_deployments(deployments) -> None:
+def print_deployments(deployments: Sequence[Deployment]) -> None:
+    """One table row per deployment: budget, choice, predicted vs measured latency, scores, folder."""
     from slimda.tables import print_table
 
     rows = []
     for d in deployments:
         m = d.manifest
-        rows.append({"device": m["device"], "budget": "; ".join(f"{k} {v['text']}" for k, v in m["budget"].items()),
-                     "config_id": m["config_id"], "width": m["width"],
-                     "predicted_ms": _text(m["predicted_latency_ms"]), "measured_ms": _text(m["measured_latency_ms"]),
-                     "upem": m["upem"], "target_acc": _text(m["target_acc"]), "flops_m": m["flops_m"],
-                     "dir": str(d.dir)})
+        rows.append({"device": m.device, "budget": m.budget.text("; "), "config_id": m.network.config_id,
+                     "width": m.network.width, "predicted_ms": _text(m.latency.predicted_ms),
+                     "measured_ms": _text(m.latency.measured_ms), "upem": m.scores.upem,
+                     "target_acc": _text(m.scores.target_acc), "flops_m": m.network.flops_m, "dir": str(d.dir)})
     print_table(rows)
 
 

@@ -16,7 +16,8 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from slimda.model.bank import HEADS
+    from slimda.commands.options import add_target_scoring_arguments
+    from slimda.model.heads import HEADS
 
     parser.add_argument("--bank", required=True, help="run directory or bank.pt written by slimda-train")
     parser.add_argument("--target", required=True, help="target images: a built-in name or a folder")
@@ -30,22 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", action="store_true", help="print CSV")
 
 
-def add_target_scoring_arguments(parser, calibration_default: int = 512, score_images: bool = True) -> None:
-    """How target images are used to score sub-networks (slimda eval, deploy and bench share these)."""
-    from slimda.select.upem import DEFAULT_DISTANCE, DISTANCES
-
-    parser.add_argument("--distance", choices=DISTANCES, default=DEFAULT_DISTANCE,
-                        help=f"UPEM distance (default: {DEFAULT_DISTANCE})")
-    parser.add_argument("--calibration-images", type=int, default=calibration_default,
-                        help=f"target images that recalibrate BatchNorm (default: {calibration_default})")
-    if score_images:
-        parser.add_argument("--score-images", type=int, default=1024,
-                            help="target images UPEM (and accuracy) are computed on; 0 = all (default: 1024)")
-
-
 def run(args: argparse.Namespace) -> int:
-    from slimda.model.bank import HEADS, load_bank
-    from slimda.data.domains import Preprocessing
+    from slimda.model.bank import load_bank
+    from slimda.model.heads import HEADS
     from slimda.select.evaluate import evaluate_configs, load_target_images, standard_configs
     from slimda.tables import print_table
 
@@ -58,9 +46,7 @@ def run(args: argparse.Namespace) -> int:
         configs = [(f"uniform-{w:g}", bank.space.uniform(w)) for w in args.width]
     else:
         configs = standard_configs(bank)
-    prep = Preprocessing.from_dict(meta["preprocessing"])
     rows = evaluate_configs(bank, configs, target.calibration, target.images, target.labels,
-                            heads=args.head or HEADS, distance=args.distance,
-                            input_shape=(1, prep.channels, *prep.size))
+                            heads=args.head or HEADS, distance=args.distance, input_shape=(1, *meta.input_chw))
     print_table(rows, csv_format=args.csv)
     return 0

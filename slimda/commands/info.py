@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="list the available backbones and exit")
     parser.add_argument("--classes", type=int, default=10, help="number of classes of the head (default: 10)")
     parser.add_argument("--channels", type=int, default=None,
-                        help="input channels (default: 1 for digits-cnn, 3 otherwise)")
+                        help="input channels (default: the backbone's, 1 for digits-cnn, 3 otherwise)")
     parser.add_argument("--resolution", type=int, default=None,
                         help="square input size in pixels (default: the backbone's, 28 or 224)")
     parser.add_argument("--widths", default=None,
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from slimda.backbones import list_backbones
+    from slimda.backbones import backbone_cfg, list_backbones
     from slimda.model.bank import ModelBank
     from slimda.model.cost import count_flops, count_params
     from slimda.model.space import DEFAULT_RATIOS, parse_ratios
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         print("\n".join(list_backbones()))
         return 0
-    channels = args.channels or (1 if args.arch == "digits-cnn" else 3)
+    channels = args.channels or backbone_cfg(args.arch).in_channels
     ratios = parse_ratios(args.widths) if args.widths else DEFAULT_RATIOS
     bank = ModelBank(args.arch, args.classes, channels, ratios).eval()
     space = bank.space

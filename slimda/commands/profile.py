@@ -6,8 +6,11 @@ import argparse
 import csv
 import io
 import sys
+from pathlib import Path
 
+from slimda.commands.options import add_measure_arguments, options_from_args, parse_resolution
 from slimda.errors import ConfigError
+from slimda.profilers.devices import DeviceProfile
 
 DESCRIPTION = """Time models on a target device: this host's CPU or another machine's over ssh (ONNX Runtime,
 OpenVINO; --host runs slimda's worker there), ONNX Runtime's mobile format (desktop proxy, or a phone over
@@ -72,78 +75,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_measure_arguments(parser)
 
 
-def add_measure_arguments(parser: argparse.ArgumentParser, resolution: bool = True) -> None:
-    """The "how to measure" and "remote targets" options (slimda-deploy re-measures with the same ones)."""
-    how = parser.add_argument_group("how to measure")
-    how.add_argument("--threads", type=int, help="CPU threads (intra-op threads / INFERENCE_NUM_THREADS); "
-                     "default: the device profile's (1)")
-    how.add_argument("--precision", choices=("fp32", "fp16", "bf16"),
-                     help="inference precision; default: the device's (fp32 on CPUs, fp16 on Jetsons/TensorRT). "
-                     "The precision actually used is what the row records")
-    if resolution:
-        how.add_argument("--resolution", metavar="HxW", help="input height x width for models with a symbolic "
-                         "spatial size (and the bank's input size with --bank), e.g. 224x224 or 224")
-        how.add_argument("--batch", type=int, default=1, help="batch size of the timed input (default: 1)")
-    how.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default: 10)")
-    how.add_argument("--min-runs", type=int, default=50,
-                     help="timed runs at least (default: 50); trtexec --iterations, perf_test -r")
-    how.add_argument("--min-time", type=float, default=1.0, metavar="SECONDS",
-                     help="time the model for at least this long (default: 1.0); trtexec --duration")
-
-    remote = parser.add_argument_group("remote targets")
-    remote.add_argument("--host", metavar="USER@ADDR", help="ssh target: the Jetson for jetson-* devices, or a "
-                        "CPU box (slimda + runtime installed there) for cpu-* devices. Key login, no password")
-    remote.add_argument("--port", type=int, help="ssh port (default: 22 or ~/.ssh/config)")
-    remote.add_argument("--identity", metavar="KEYFILE", help="ssh private key file")
-    remote.add_argument("--remote-python", default="python3",
-                        help="interpreter with slimda installed on --host, for cpu-* devices (default: python3)")
-    remote.add_argument("--adb", metavar="SERIAL", help="phone for ort-mobile, as `adb devices` lists it")
-    remote.add_argument("--perf-test", metavar="PATH", default="/data/local/tmp/onnxruntime_perf_test",
-                        help="onnxruntime_perf_test on the phone (default: /data/local/tmp/onnxruntime_perf_test)")
-    remote.add_argument("--trt-version", metavar="X.Y", help="TensorRT version on the device (8.2, 8.6, 10.3...): "
-                        "picks the trtexec flags; default: detected from trtexec's banner or dpkg")
-    remote.add_argument("--trtexec", metavar="PATH", default="/usr/src/tensorrt/bin/trtexec",
-                        help="trtexec on the device (default: JetPack's /usr/src/tensorrt/bin/trtexec)")
-
-
-def parse_resolution(text: str | None) -> tuple[int, int] | None:
-    """``"224x160"`` -> (224, 160); ``"224"`` -> (224, 224)."""
-    if not text:
-        return None
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) == 1:
-        values *= 2
-    if len(values) != 2 or min(values) < 1:
-        raise ConfigError(f"--resolution must look like 224x224 or 224; got {text!r}")
-    return values[0], values[1]
-
-
-def options_from_args(args: argparse.Namespace):
-    """``MeasureOptions`` from the parsed command line (shared with the bank/LUT builder)."""
-    from slimda.profilers.measurement import MeasureOptions
-
-    return MeasureOptions(
-        threads=args.threads, precision=args.precision, batch=getattr(args, "batch", 1),
-        resolution=parse_resolution(getattr(args, "resolution", None)), warmup=args.warmup, min_runs=args.min_runs,
-        min_time_s=args.min_time, host=args.host, port=args.port, identity_file=args.identity,
-        remote_python=args.remote_python, adb_serial=args.adb, perf_test_path=args.perf_test,
-        trt_version=args.trt_version, trtexec_path=args.trtexec,
-    )
-
-
-def check_jetson_host(device, options) -> None:
-    """A Jetson is reached over ssh: without --host, say how to profile it."""
-    if device.is_jetson and not options.host:
-        raise ConfigError(
-            f"{device.name} is profiled on the device over ssh: add --host user@jetson (key login without a "
-            f"password). trtexec must be on the device at {options.trtexec_path} (JetPack installs it there; "
-            "--trtexec PATH otherwise); --trt-version X.Y skips version detection.")
-
-
 def devices_text() -> str:
     """The --list-devices table, aligned."""
     from slimda.profilers.devices import device_table
@@ -182,6 +113,37 @@ def check_mode(args: argparse.Namespace) -> None:
             raise ConfigError(f"{', '.join(table_only)} only apply to a table build (--bank/--arch), not to --onnx")
 
 
+def run_bank_profile(args: argparse.Namespace, device: DeviceProfile) -> int:
+    """``--bank RUN`` (or ``--arch NAME --out FILE``): build the device's latency table, then validate it."""
+    from slimda.latency.build import build_table, trained_table_target, untrained_bank
+    from slimda.latency.validate import validate_table
+    from slimda.profilers.measurement import check_target
+
+    options = options_from_args(args)
+    check_target(device, options)
+    if args.rounds < 1:
+        raise ConfigError(f"--rounds must be at least 1, got {args.rounds}")
+    resolution = parse_resolution(args.resolution)
+    if args.bank:
+        bank, resolution, out = trained_table_target(args.bank, device.name, resolution, args.out)
+    elif not args.out:
+        raise ConfigError("--arch profiles an untrained bank: give --out FILE for its latency table")
+    else:
+        bank, out = untrained_bank(args.arch, args.classes, args.channels), Path(args.out)
+    table = build_table(bank, device, options, out, resolution=resolution, seed=args.seed,
+                        fit_configs=args.fit_configs, whole_rounds=args.rounds, retry_failed=args.retry_failed,
+                        paired=not args.unpaired)
+    print(", ".join(f"{k}={v}" for k, v in table.summary().items()))
+    print(f"wrote {out}")
+    if args.validate:
+        val_out = out.with_name(f"{out.stem}-validation.csv")
+        report = validate_table(table, bank, device, options, args.validate, val_out, seed=args.seed,
+                                rounds=args.rounds)
+        print(report.text())
+        print(f"wrote {val_out}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from slimda.profilers.devices import get_device, list_devices
 
@@ -194,16 +156,14 @@ def run(args: argparse.Namespace) -> int:
     device = get_device(args.device)
     check_mode(args)
     if args.bank or args.arch:
-        from slimda.latency.build import run_bank_profile
-
-        return int(run_bank_profile(args) or 0)
+        return run_bank_profile(args, device)
     if not args.onnx:
         raise ConfigError("give --onnx FILE to time one model, or --bank RUN to build a lookup table")
     options = options_from_args(args)
-    check_jetson_host(device, options)
-    from slimda.profilers.measurement import PAIRED_COLUMNS, ROW_COLUMNS, measure, measure_paired
+    from slimda.profilers.measurement import PAIRED_COLUMNS, ROW_COLUMNS, check_target, measure, measure_paired
     from slimda.tables import write_text_atomic
 
+    check_target(device, options)
     if args.reference:
         row, columns = measure_paired(args.onnx, args.reference, device, options).to_row(), ROW_COLUMNS + PAIRED_COLUMNS
     else:

@@ -24,9 +24,11 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from slimda.model.bank import HEADS
-    from slimda.train.trainer import CONFIDENCES, LR_SCHEDULES, OBJECTIVES
+    from slimda.model.heads import HEADS
     from slimda.select.upem import DISTANCES
+    from slimda.train.config import LR_SCHEDULES
+    from slimda.train.objectives import objective_names
+    from slimda.train.seed import CONFIDENCES
 
     # Defaults are None so that --resume can tell which options were given on the command line.
     add = parser.add_argument
@@ -35,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--target", help="unlabelled target domain: name or folder (default: digits)")
     add("--arch", help="backbone: digits-cnn, resnet18, resnet50, mobilenet_v2 (default: digits-cnn)")
     add("--iters", type=int, help="training steps (default: 1500)")
-    add("--objective", choices=OBJECTIVES,
+    add("--objective", choices=objective_names(),
         help="intra-model adaptation loss (default: dann, the best measured on mnist -> digits)")
     add("--no-seed", dest="seed_ensemble", action="store_const", const=False,
         help="turn SEED/OSTC off: the plain 'objective on a slimmable bank' baseline")
@@ -67,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve_config(args: argparse.Namespace):
     """The run's TrainConfig: defaults, overridden by the given options; on --resume the saved config."""
     from slimda.errors import SlimdaError
-    from slimda.train.trainer import TrainConfig
+    from slimda.train.config import TrainConfig
 
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
     if not args.resume:
@@ -87,7 +89,8 @@ def resolve_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from slimda.tables import print_table
-    from slimda.train.trainer import Trainer, init_distributed
+    from slimda.train.distributed import init_distributed
+    from slimda.train.trainer import Trainer
 
     if args.resume and args.force:
         from slimda.errors import SlimdaError

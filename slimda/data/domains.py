@@ -18,7 +18,6 @@ import gzip
 import importlib.resources
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,84 +26,16 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from slimda.data.preprocessing import GREY_MEAN_STD, IMAGENET_MEAN_STD, Preprocessing
 from slimda.errors import ConfigError, DataError
 
 BUILTIN_DOMAINS: tuple[str, ...] = ("mnist", "digits")
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 )
-GREY_MEAN_STD = ((0.5,), (0.5,))
-IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _EAGER_LIMIT_BYTES = 512 * 2**20  # built-in datasets larger than this once preprocessed stay lazy
 _FOLDER_LAYOUT = "<folder>/<class>/<image> (labelled) or <folder>/<image> (unlabelled target)"
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """What a model needs to be fed: input size (H, W), channels and normalisation.
-
-    Stored in ``bank.pt`` and deployment manifests, so it round-trips through JSON (:meth:`to_dict`).
-    """
-
-    size: tuple[int, int]
-    channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def __post_init__(self) -> None:
-        if len(self.size) != 2 or any(int(s) < 1 for s in self.size):
-            raise ConfigError(
-                f"input size {self.size} is invalid: give a positive (height, width) or one int."
-            )
-        if self.channels not in (1, 3):
-            raise ConfigError(f"channels={self.channels} is invalid: use 1 (grey) or 3 (RGB).")
-        if len(self.mean) != self.channels or len(self.std) != self.channels:
-            raise ConfigError(
-                f"mean {self.mean} and std {self.std} need one value per channel ({self.channels})."
-            )
-        if any(s <= 0 for s in self.std):
-            raise ConfigError(f"std {self.std} must be positive.")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (lists, ints, floats)."""
-        return {
-            "size": [int(s) for s in self.size],
-            "channels": int(self.channels),
-            "mean": [float(m) for m in self.mean],
-            "std": [float(s) for s in self.std],
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
-        """Inverse of :meth:`to_dict`; a missing key is a ConfigError naming it."""
-        missing = [k for k in ("size", "channels", "mean", "std") if k not in d]
-        if missing:
-            raise ConfigError(
-                f"preprocessing record lacks {missing}: expected keys size, channels, mean, std."
-            )
-        h, w = d["size"]
-        return cls(
-            size=(int(h), int(w)),
-            channels=int(d["channels"]),
-            mean=tuple(float(m) for m in d["mean"]),
-            std=tuple(float(s) for s in d["std"]),
-        )
-
-    def transform(self, train: bool = False) -> Any:
-        """torchvision v2 pipeline: PIL image or uint8 [..., C, H, W] tensor -> normalised float32 tensor.
-
-        ``train=True`` adds a small random translation (light augmentation); off by default so that
-        evaluation and BN recalibration are deterministic.
-        """
-        from torchvision.transforms import v2  # imported here: torchvision takes seconds to import
-
-        steps: list[Any] = [v2.ToImage(), v2.Grayscale(1) if self.channels == 1 else v2.RGB()]
-        steps.append(v2.Resize(self.size, antialias=True))
-        if train:
-            steps.append(v2.RandomAffine(degrees=0, translate=(0.1, 0.1)))
-        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std), v2.ToPureTensor()]
-        return v2.Compose(steps)
 
 
 class Domain:
@@ -408,13 +339,14 @@ def load_domain(spec: str) -> Domain:
     return _scan_folder(path.resolve())
 
 
-def harmonise(source: Domain, target: Domain, size: tuple[int, int] | int | None = None) -> Preprocessing:
+def harmonise(source: Domain, target: Domain, size: tuple[int, int] | int | None = None,
+              backbone: Any = None) -> Preprocessing:
     """One preprocessing for both domains.
 
     Channels: 1 if both domains are grey, else 3 (grey images are repeated to RGB). Size: ``size`` if given
     (an int means square), else the element-wise maximum of the two native sizes, so neither domain is
-    downsampled. Normalisation: (0.5,)/(0.5,) for grey, ImageNet mean/std for RGB (what pretrained
-    backbones expect).
+    downsampled. Normalisation: the ``backbone``'s registered mean/std (a ``BackboneCfg``) when it takes that
+    many channels, else (0.5,)/(0.5,) for grey and ImageNet mean/std for RGB (what pretrained backbones expect).
     """
     if size is None:
         hw = (
@@ -427,6 +359,8 @@ def harmonise(source: Domain, target: Domain, size: tuple[int, int] | int | None
         hw = (int(size[0]), int(size[1]))
     channels = 1 if source.channels == 1 and target.channels == 1 else 3
     mean, std = GREY_MEAN_STD if channels == 1 else IMAGENET_MEAN_STD
+    if backbone is not None and backbone.in_channels == channels:
+        mean, std = backbone.mean, backbone.std
     return Preprocessing(size=hw, channels=channels, mean=mean, std=std)
 
 

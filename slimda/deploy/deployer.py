@@ -6,75 +6,92 @@ winner is extracted with BatchNorm recalibrated on target images, exported to ON
 checked (``onnx.checker``, parity with PyTorch), converted to the runtime's artefact and timed on the
 device the way its table was built (paired with the table's reference where the table is, so that a
 device whose speed wanders compares at the speed the table was built at; the raw median is recorded
-too). When the measured latency is over the budget, the search runs again with the predicted limit
-scaled down by measured/predicted (``retries`` times): the user asked for a model that meets the budget
-on the device, not for a prediction that does. Outputs per device go to ``DIR/<device>/`` (replaced
+too). When the measured latency is over the budget (by more than ``DeployOptions.tolerance``), the search
+runs again with the predicted limit scaled down by measured/predicted (``retries`` times): the user asked
+for a model that meets the budget on the device, not for a prediction that does. The same rule
+(``Budgets.latency_met``) decides the retries, the over-budget warning and the manifest's ``within_budget``,
+and the manifest records the tolerance it used. Outputs per device go to ``DIR/<device>/`` (replaced
 atomically) and one row per deployment is appended to ``DIR/deploy_report.csv``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
-import os
-import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from slimda.model.bank import ModelBank
-from slimda.select.budget import Budget
 from slimda.console import one_torch_thread, progress_bar, say
-from slimda.model.cost import BankCosts
-from slimda.data.domains import Preprocessing
+from slimda.deploy.outputs import REPORT_COLUMNS, REPORT_NAME, append_report, report_row, staging
 from slimda.errors import ConfigError, SlimdaError
-from slimda.select.evaluate import TargetScorer, preserved_batchnorm
-from slimda.select.search import Constraint, InfeasibleBudget, SearchResult, SearchSettings, evolutionary_search
-from slimda.model.space import WidthConfig
-from slimda.tables import write_csv_atomic, write_json_atomic
-
-REPORT_NAME = "deploy_report.csv"
-REPORT_COLUMNS: tuple[str, ...] = (
-    "deployed_at", "device", "budget", "config_id", "width", "predicted_latency_ms", "measured_latency_ms",
-    "measured_latency_ms_raw", "measured_latency_ms_p90", "within_budget", "upem", "target_acc", "flops_m",
-    "params_m", "attempts", "candidates_scored", "search_seconds", "deploy_seconds", "artifact", "dir",
+from slimda.export.manifest import (
+    MANIFEST_NAME,
+    ArtefactRecord,
+    Attempt,
+    ChosenNetwork,
+    InputRecipe,
+    LatencyRecord,
+    Manifest,
+    Provenance,
+    Scores,
+    SearchRecord,
+    file_records,
+    sha256_file,
+    tool_versions,
 )
+from slimda.export.onnx_export import INPUT_NAME, OUTPUT_NAME, PARITY_TOLERANCE, export_onnx, parity_error
+from slimda.model.bank import BankMeta, ModelBank
+from slimda.model.cost import BankCosts
+from slimda.model.heads import get_head
+from slimda.model.space import WidthConfig
+from slimda.select.budget import Budget, Budgets
+from slimda.select.evaluate import TargetScorer, calibrated
+from slimda.select.search import Constraint, InfeasibleBudget, SearchResult, SearchSettings, evolutionary_search
+from slimda.tables import write_json_atomic
+
+if TYPE_CHECKING:
+    from slimda.latency.build import TableScaleLatency
+    from slimda.latency.table import LatencyTable
+    from slimda.profilers.base import Artifact
+    from slimda.profilers.config import MeasureOptions
+    from slimda.profilers.devices import DeviceProfile
+
+__all__ = ["Budget", "Budgets", "Deployer", "DeployOptions", "Deployment", "ExportResult", "Measurer",
+           "REPORT_COLUMNS", "REPORT_NAME", "deploy_fleet"]
 PARITY_IMAGES = 8  # target images the exported model is compared on, one forward each
 
 
 @dataclass(frozen=True)
-class Budgets:
-    latency: Budget | None = None
-    flops: Budget | None = None
-    params: Budget | None = None
+class ExportResult:
+    """One sub-network exported for a device: the ONNX file, the runtime's artefact and their parity."""
 
-    def __post_init__(self) -> None:
-        if not (self.latency or self.flops or self.params):
-            raise ConfigError("give at least one budget: --latency 20ms, --flops 300M or --params 2.5M")
+    config: WidthConfig
+    onnx: Path
+    artifact: Artifact
+    parity: float  # largest relative ONNX Runtime vs PyTorch difference (see ``PARITY_TOLERANCE``)
+    net: torch.nn.Module  # the calibrated static network that was exported
 
-    def text(self) -> str:
-        return ", ".join(f"{b.kind} {b.text}" for b in (self.latency, self.flops, self.params) if b)
 
-    def to_dict(self) -> dict[str, object]:
-        units = {"latency": "ms", "flops": "FLOPs", "params": "parameters"}
-        return {b.kind: {"text": b.text, "value": b.value, "unit": units[b.kind]}
-                for b in (self.latency, self.flops, self.params) if b}
+# Times an exported model on the device: (export, device, how to measure, the device's table or None).
+Measurer = Callable[["ExportResult", "DeviceProfile", "MeasureOptions", "LatencyTable | None"], "TableScaleLatency"]
 
 
 @dataclass
 class DeployOptions:
     """How to deploy; ``measure_options`` says how to reach and time the device (see slimda-profile)."""
 
-    measure_options: object = None  # slimda.profilers.measurement.MeasureOptions
+    measure_options: MeasureOptions | None = None
     settings: SearchSettings = SearchSettings()
     measure: bool = True  # time the exported model on the device
     retries: int = 2  # searches again when the measured latency is over budget
-    tolerance: float = 0.0  # measured latency may exceed the budget by this share before a retry
+    tolerance: float = 0.0  # measured latency may exceed the budget by this share and still be within it
     ort_platform: str = "arm"  # ORT-format target for ort-mobile (phones are arm)
     progress: bool | None = None  # tqdm bars: None = when stderr is a terminal
+    measure_with: Measurer | None = None  # None: time it the way the device's table was built
 
 
 @dataclass
@@ -83,19 +100,19 @@ class Deployment:
 
     device: str
     dir: Path
-    manifest: dict
+    manifest: Manifest
     search: SearchResult
-    attempts: list[dict] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
 
 
 class Deployer:
     """Deploys one bank to devices; FLOPs, parameter and UPEM evaluations are shared between devices."""
 
-    def __init__(self, bank: ModelBank, metadata: dict, run_dir: Path, scorer: TargetScorer, out_dir: Path,
+    def __init__(self, bank: ModelBank, metadata: BankMeta, run_dir: Path, scorer: TargetScorer, out_dir: Path,
                  options: DeployOptions, bank_file: Path | None = None) -> None:
         self.bank, self.meta, self.run_dir, self.scorer = bank, metadata, Path(run_dir), scorer
         self.out_dir, self.options, self.bank_file = Path(out_dir), options, bank_file
-        self.prep = Preprocessing.from_dict(metadata["preprocessing"])
+        self.prep = metadata.preprocessing
         self.head = scorer.head
         self.costs = BankCosts(bank, self.input_chw)
 
@@ -103,7 +120,7 @@ class Deployer:
     def input_chw(self) -> tuple[int, int, int]:
         return (self.prep.channels, *self.prep.size)
 
-    def _table(self, device):
+    def _table(self, device: DeviceProfile) -> LatencyTable:
         from slimda.latency.table import load_table
 
         table = load_table(self.run_dir, device.name)
@@ -115,16 +132,18 @@ class Deployer:
                 f"`slimda-profile --device {device.name} --bank {self.run_dir}`")
         return table
 
-    def _optional_table(self, device):
+    def _optional_table(self, device: DeviceProfile) -> LatencyTable | None:
         """The device's table when one fits this bank (latency is then predicted, not constrained)."""
         try:
             return self._table(device)
         except SlimdaError:
             return None
 
-    def _constraints(self, budgets: Budgets, table, latency_limit: float | None) -> list[Constraint]:
+    def _constraints(self, budgets: Budgets, table: LatencyTable | None,
+                     latency_limit: float | None) -> list[Constraint]:
         out = []
         if budgets.latency:
+            assert table is not None  # a latency budget needs the table (``_table`` raised otherwise)
             out.append(Constraint("latency", table.predict, latency_limit or budgets.latency.value, " ms"))
         if budgets.flops:
             out.append(Constraint("FLOPs", self.costs.flops, budgets.flops.value))
@@ -151,23 +170,24 @@ class Deployer:
 
     # -- one device
     def deploy(self, device_name: str, budgets: Budgets) -> Deployment:
+        """Search, export, convert and re-measure for one device; writes ``DIR/<device>/`` and a report row."""
         from slimda.profilers.devices import get_device
-        from slimda.profilers.measurement import MeasureOptions
+        from slimda.profilers.measurement import MeasureOptions, check_target
 
         started = time.perf_counter()
         device = get_device(device_name)
         opts = self.options.measure_options or MeasureOptions()
-        if device.is_jetson and not opts.host:
-            raise ConfigError(f"{device.name}: the TensorRT engine is built on the Jetson and timed there: add "
-                              "--host user@jetson (key login without a password)")
+        check_target(device, opts)  # e.g. a Jetson's engine is built and timed there: it needs --host
         table = self._table(device) if budgets.latency else self._optional_table(device)
         batch = table.input_shape[0] if table is not None else 1
         input_shape = (batch, *self.input_chw)
         opts = replace(opts, batch=batch, resolution=None)
+        measure = self.options.measure_with or self._measure
+        tolerance = self.options.tolerance
 
         final = self.out_dir / device.name
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        attempts: list[dict] = []
+        attempts: list[Attempt] = []
         latency_limit = budgets.latency.value if budgets.latency else None
         search_seconds = 0.0
         for attempt in range(self.options.retries + 1):
@@ -175,23 +195,24 @@ class Deployer:
             result = self._search(device.name, self._constraints(budgets, table, latency_limit))
             search_seconds += time.perf_counter() - t0
             config = result.best
-            with _staging(final) as stage:
+            with staging(final) as stage:
                 exported = self._export(config, stage.path, device, input_shape, opts)
-                measured = self._measure(exported["onnx"], device, opts, table) if self.options.measure else None
+                measured = measure(exported, device, opts, table) if self.options.measure else None
                 predicted = table.predict(config) if table is not None else None
-                attempts.append({"attempt": attempt + 1, "config_id": config.id,
-                                 "predicted_latency_ms": _round(predicted),
-                                 "latency_limit_ms": _round(latency_limit),
-                                 "measured_latency_ms": _round(measured.latency_ms if measured else None)})
-                over = (budgets.latency is not None and measured is not None
-                        and measured.latency_ms > budgets.latency.value * (1 + self.options.tolerance))
+                attempts.append(Attempt(attempt + 1, config.id, _round(predicted), _round(latency_limit),
+                                        _round(measured.latency_ms if measured else None)))
+                over = budgets.latency_met(measured.latency_ms if measured else None, tolerance) is False
                 last = attempt == self.options.retries or not over
                 if not last and config.id == self.bank.space.smallest().id:
                     last = True  # nothing smaller to try
                 if last:
-                    manifest = self._manifest(config, device, budgets, result, exported, measured, predicted,
-                                              input_shape, attempts, search_seconds, started, final)
-                    write_json_atomic(stage.path / "manifest.json", manifest)
+                    manifest = Manifest(
+                        device.name, device.runtime, budgets, self._network(config),
+                        _latency_record(budgets, measured, predicted, tolerance), self._scores(config),
+                        InputRecipe(input_shape, self.prep, tuple(self.meta.class_names), INPUT_NAME, OUTPUT_NAME),
+                        _artefact_record(exported, device.default_opset),
+                        self._provenance(result, measured, attempts, search_seconds, started, final))
+                    write_json_atomic(stage.path / MANIFEST_NAME, manifest.to_dict())
                     break
                 stage.commit = False
             # over budget: tighten the predicted limit by how far the prediction was off, then search again
@@ -207,12 +228,12 @@ class Deployer:
                 + ("inspect it, but nothing smaller exists: relax the budget or use a faster device"
                    if config.id == self.bank.space.smallest().id else
                    "inspect it: raise --retries, rebuild the table on an idle device, or relax the budget"))
-        append_report(self.out_dir / REPORT_NAME, _report_row(manifest, final))
+        append_report(self.out_dir / REPORT_NAME, report_row(manifest))
         return Deployment(device.name, final, manifest, result, attempts)
 
-    def _export(self, config: WidthConfig, stage: Path, device, input_shape: tuple[int, ...], opts) -> dict:
+    def _export(self, config: WidthConfig, stage: Path, device: DeviceProfile, input_shape: tuple[int, ...],
+                opts: MeasureOptions) -> ExportResult:
         from slimda.export.artifacts import build_artifact
-        from slimda.export.onnx_export import PARITY_TOLERANCE, export_onnx
 
         net = self.extract_calibrated(config)
         onnx_path = export_onnx(net, stage / "model.onnx", input_shape, device.default_opset)
@@ -221,95 +242,51 @@ class Deployer:
             raise SlimdaError(f"exported ONNX differs from PyTorch by {parity:.2e} (relative; tolerance "
                               f"{PARITY_TOLERANCE:g}) for {config.id} on {device.name}; nothing was deployed")
         artifact = build_artifact(onnx_path, device, stage, opts, self.options.ort_platform)
-        return {"onnx": onnx_path, "artifact": artifact, "parity": parity, "net": net}
+        return ExportResult(config, onnx_path, artifact, parity, net)
 
     def extract_calibrated(self, config: WidthConfig) -> torch.nn.Module:
         """The static network of ``config`` with BatchNorm statistics of the target images."""
-        from slimda.model.bn import recalibrate
-
-        with preserved_batchnorm(self.bank), torch.no_grad():
-            self.bank.set_config(config)
-            recalibrate(self.bank, self.scorer.target.calibration)
-            net = self.bank.extract(config, head=self.head)
-        return net.eval()
+        return calibrated(self.bank, config, self.scorer.target.calibration).net(self.head).eval()
 
     def parity(self, net: torch.nn.Module, onnx_path: Path, input_shape: tuple[int, ...]) -> float:
         """Largest relative ONNX Runtime vs PyTorch difference over a few real target images."""
-        from slimda.export.onnx_export import parity_error
-
         images = torch.cat(self.scorer.target.images)[: PARITY_IMAGES * input_shape[0]]
         worst = 0.0
         for start in range(0, len(images) - input_shape[0] + 1, input_shape[0]):
             worst = max(worst, parity_error(net, onnx_path, images[start:start + input_shape[0]]))
         return worst
 
-    def _measure(self, onnx_path: Path, device, opts, table):
+    def _measure(self, exported: ExportResult, device: DeviceProfile, opts: MeasureOptions,
+                 table: LatencyTable | None) -> TableScaleLatency:
         """The deployed model's latency on the device, timed the way its table was (``TableScaleLatency``)."""
         from slimda.latency.build import measure_like_table
 
         with one_torch_thread():
-            return measure_like_table(onnx_path, table, self.bank, device, opts)
+            return measure_like_table(exported.onnx, table, self.bank, device, opts)
 
-    def _manifest(self, config, device, budgets, result, exported, measured, predicted, input_shape, attempts,
-                  search_seconds, started, final) -> dict:
-        from slimda.export.manifest import MANIFEST_FORMAT, file_records, tool_versions
+    # -- the manifest's parts
+    def _network(self, config: WidthConfig) -> ChosenNetwork:
+        return ChosenNetwork(config.id, round(self.bank.space.ratio_of(config), 4), config.as_dict(), self.bank.arch,
+                             round(self.costs.flops(config) / 1e6, 4), round(self.costs.params(config) / 1e6, 5),
+                             self.head, get_head(self.head).output_text)
 
-        artifact = exported["artifact"]
+    def _scores(self, config: WidthConfig) -> Scores:
         score = self.scorer.score(config)
-        files = file_records(dict.fromkeys([exported["onnx"], *artifact.files]), exported["onnx"].parent)
+        return Scores(round(score.upem, 6), self.scorer.distance,
+                      None if score.target_acc is None else round(score.target_acc, 5))
+
+    def _provenance(self, result: SearchResult, measured: TableScaleLatency | None, attempts: list[Attempt],
+                    search_seconds: float, started: float, final: Path) -> Provenance:
         raw = measured.measurement if measured else None
-        versions = tool_versions({"runtime_on_device": raw.runtime_version} if raw else None)
-        return {
-            "format": MANIFEST_FORMAT,
-            "config_id": config.id,
-            "width": round(self.bank.space.ratio_of(config), 4),
-            "widths": config.as_dict(),
-            "arch": self.bank.arch,
-            "device": device.name,
-            "runtime": device.runtime,
-            "budget": budgets.to_dict(),
-            "predicted_latency_ms": _round(predicted),
-            "measured_latency_ms": _round(measured.latency_ms if measured else None),
-            "measured_latency_ms_raw": _round(raw.stats.p50 if raw else None),
-            "measured_latency_ms_p90": _round(raw.stats.p90 if raw else None),
-            "measurement_method": measured.method if measured else None,
-            "device_speed_vs_table": _round(measured.device_speed if measured else None, 4),
-            "measurement": raw.to_row() if raw else None,
-            "within_budget": None if not (budgets.latency and measured)
-            else measured.latency_ms <= budgets.latency.value,
-            "upem": round(score.upem, 6),
-            "upem_distance": self.scorer.distance,
-            "target_acc": None if score.target_acc is None else round(score.target_acc, 5),
-            "target_acc_note": "labels of the target, read only for this report, never for the choice",
-            "flops_m": round(self.costs.flops(config) / 1e6, 4),
-            "params_m": round(self.costs.params(config) / 1e6, 5),
-            "head": self.head,
-            "input_name": "input",
-            "output_name": "scores",
-            "output": "log-probabilities (apply exp for probabilities)" if self.head == "cst" else "logits",
-            "input_shape": list(input_shape),
-            "channels": self.prep.channels,
-            "mean": list(self.prep.mean),
-            "std": list(self.prep.std),
-            "input_size": list(self.prep.size),
-            "pixel_scale": "images scaled to [0, 1] before mean/std",
-            "class_names": list(self.meta.get("class_names") or []),
-            "opset": device.default_opset,
-            "onnx_parity": float(f"{exported['parity']:.3g}"),
-            "artifact": {"kind": artifact.kind, "file": artifact.path.name, **artifact.notes},
-            "files": files,
-            "versions": versions,
-            "bank": {"run": str(self.run_dir), "sha256": _bank_hash(self.bank_file)},
-            "target": {"name": self.scorer.target.name, "images_scored": self.scorer.target.count,
-                       "calibration_images": sum(len(x) for x in self.scorer.target.calibration)},
-            "search": {"candidates_scored": len(result.evaluated), "generations": len(result.history) - 1,
-                       "best_upem_per_generation": [round(h, 6) for h in result.history],
-                       "seed": self.options.settings.seed, "seconds": round(search_seconds, 2)},
-            "attempts": attempts,
-            "deploy_seconds": round(time.perf_counter() - started, 2),
-            "deployed_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-            "dir": str(final),
-        }
+        target = self.scorer.target
+        search = SearchRecord(len(result.evaluated), len(result.history) - 1,
+                              tuple(round(h, 6) for h in result.history), self.options.settings.seed,
+                              round(search_seconds, 2))
+        return Provenance(
+            tool_versions({"runtime_on_device": raw.runtime_version} if raw else None), str(self.run_dir),
+            _bank_hash(self.bank_file), target.name, target.count, sum(len(x) for x in target.calibration), search,
+            tuple(attempts), round(time.perf_counter() - started, 2),
+            _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(), str(final))
 
 
 def deploy_fleet(deployer: Deployer, devices: Sequence[str], budgets: Budgets,
@@ -331,66 +308,22 @@ def _round(value: float | None, digits: int = 6) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
+def _latency_record(budgets: Budgets, measured: TableScaleLatency | None, predicted: float | None,
+                    tolerance: float) -> LatencyRecord:
+    """Predicted vs measured latency, and the budget's verdict on the measurement (``Budgets.latency_met``)."""
+    raw = measured.measurement if measured else None
+    return LatencyRecord(
+        _round(predicted), _round(measured.latency_ms if measured else None), _round(raw.stats.p50 if raw else None),
+        _round(raw.stats.p90 if raw else None), measured.method if measured else None,
+        _round(measured.device_speed if measured else None, 4), raw.to_row() if raw else None,
+        budgets.latency_met(measured.latency_ms if measured else None, tolerance), tolerance)
+
+
+def _artefact_record(exported: ExportResult, opset: int) -> ArtefactRecord:
+    art = exported.artifact
+    files = file_records(dict.fromkeys([exported.onnx, *art.files]), exported.onnx.parent)
+    return ArtefactRecord(opset, float(f"{exported.parity:.3g}"), art.kind, art.path.name, dict(art.notes), files)
+
+
 def _bank_hash(path: Path | None) -> str | None:
-    from slimda.export.manifest import sha256_file
-
     return sha256_file(path) if path is not None and path.is_file() else None
-
-
-def _report_row(manifest: dict, final: Path) -> dict[str, object]:
-    budget = "; ".join(f"{k} {v['text']}" for k, v in manifest["budget"].items())
-    return {
-        "deployed_at": manifest["deployed_at"], "device": manifest["device"], "budget": budget,
-        "config_id": manifest["config_id"], "width": manifest["width"],
-        "predicted_latency_ms": _blank(manifest["predicted_latency_ms"]),
-        "measured_latency_ms": _blank(manifest["measured_latency_ms"]),
-        "measured_latency_ms_raw": _blank(manifest["measured_latency_ms_raw"]),
-        "measured_latency_ms_p90": _blank(manifest["measured_latency_ms_p90"]),
-        "within_budget": _blank(manifest["within_budget"]), "upem": manifest["upem"],
-        "target_acc": _blank(manifest["target_acc"]), "flops_m": manifest["flops_m"],
-        "params_m": manifest["params_m"], "attempts": len(manifest["attempts"]),
-        "candidates_scored": manifest["search"]["candidates_scored"],
-        "search_seconds": manifest["search"]["seconds"], "deploy_seconds": manifest["deploy_seconds"],
-        "artifact": manifest["artifact"]["file"], "dir": str(final),
-    }
-
-
-def _blank(value: object) -> object:
-    return "" if value is None else value
-
-
-def append_report(path: Path, row: dict[str, object]) -> None:
-    """Append one row to the deployment report, rewriting it atomically (never a half-written line)."""
-    import csv
-
-    rows: list[dict[str, object]] = []
-    if path.is_file():
-        with path.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    rows.append(row)
-    write_csv_atomic(path, [{c: r.get(c, "") for c in REPORT_COLUMNS} for r in rows])
-
-
-@dataclass
-class Stage:
-    path: Path
-    commit: bool = True
-
-
-@contextlib.contextmanager
-def _staging(final: Path) -> Iterator[Stage]:
-    """A scratch folder beside ``final`` that replaces it when the block ends with ``stage.commit`` set,
-    and is removed otherwise: ``final`` is always the previous deployment or the complete new one."""
-    stage = Stage(final.parent / f".{final.name}.partial-{os.getpid()}")
-    shutil.rmtree(stage.path, ignore_errors=True)
-    stage.path.mkdir(parents=True)
-    try:
-        yield stage
-        if stage.commit:
-            old = final.parent / f".{final.name}.old-{os.getpid()}"
-            if final.exists():
-                os.replace(final, old)
-            os.replace(stage.path, final)
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(stage.path, ignore_errors=True)

@@ -1,5 +1,6 @@
 """Bank reports per device: every scored sub-network's predicted latency, UPEM (and target accuracy when
 the target has labels), FLOPs and parameters; the Pareto front; and plots with the deployed points marked.
+``bench_devices`` writes them (slimda bench, and quickstart's last stage).
 """
 
 from __future__ import annotations
@@ -8,10 +9,14 @@ import csv
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from slimda.model.space import WidthConfig, WidthSpace
 from slimda.select.evaluate import TargetScorer
-from slimda.model.space import WidthConfig
 from slimda.tables import write_csv_atomic
+
+if TYPE_CHECKING:
+    from slimda.deploy.setup import BankRun
 
 REPORT_COLUMNS: tuple[str, ...] = (
     "device", "config_id", "width", "kind", "predicted_latency_ms", "upem", "target_acc", "flops_m", "params_m",
@@ -19,7 +24,8 @@ REPORT_COLUMNS: tuple[str, ...] = (
 )
 
 
-def report_configs(space, count: int, seed: int, extra: Sequence[WidthConfig] = ()) -> list[tuple[str, WidthConfig]]:
+def report_configs(space: WidthSpace, count: int, seed: int,
+                   extra: Sequence[WidthConfig] = ()) -> list[tuple[str, WidthConfig]]:
     """(kind, config): the uniform widths, ``extra`` (e.g. deployed ones) and ``count`` random ones."""
     named: dict[str, tuple[str, WidthConfig]] = {}
     for r in space.ratios:
@@ -50,6 +56,7 @@ def device_rows(device: str, configs: Sequence[tuple[str, WidthConfig]], scorer:
                 predict_ms: Callable[[WidthConfig], float], flops: Callable[[WidthConfig], float],
                 params: Callable[[WidthConfig], float], ratio_of: Callable[[WidthConfig], float],
                 progress: Callable[[int], None] | None = None) -> list[dict[str, object]]:
+    """One report row per configuration (scored by ``scorer``, costs predicted), Pareto fronts flagged."""
     rows = []
     for kind, config in configs:
         score = scorer.score(config)
@@ -127,4 +134,40 @@ def plot_device(rows: Sequence[Mapping[str, object]], deployments: Sequence[Mapp
 
 
 def write_device_report(rows: Sequence[Mapping[str, object]], path: Path) -> Path:
+    """The rows as a CSV of ``REPORT_COLUMNS``, written atomically."""
     return write_csv_atomic(path, [{c: r.get(c, "") for c in REPORT_COLUMNS} for r in rows])
+
+
+def lut_devices(run_dir: Path) -> list[str]:
+    """Devices with a lookup table in RUN/latency/ (validation files excluded)."""
+    folder = run_dir / "latency"
+    if not folder.is_dir():
+        return []
+    return sorted(p.stem for p in folder.glob("*.csv") if not p.stem.endswith("-validation"))
+
+
+def bench_devices(run: BankRun, scorer: TargetScorer, devices: Sequence[str], deploy_dir: Path, out: Path,
+                  configs: int, seed: int) -> list[Path]:
+    """Report (CSV) and plot (PNG) per device of ``configs`` random sub-networks besides the uniform widths
+    and the deployed ones of ``deploy_dir``; returns the files written. Every table is loaded before any work."""
+    from slimda.console import progress_bar
+    from slimda.deploy.outputs import REPORT_NAME
+    from slimda.latency.table import load_table
+    from slimda.model.cost import BankCosts
+    from slimda.profilers.devices import get_device
+
+    bank = run.bank
+    costs = BankCosts(bank, run.meta.input_chw)
+    tables = {name: load_table(run.run_dir, get_device(name).name) for name in devices}  # all present, or fail now
+    written = []
+    for name, table in tables.items():
+        deployments = read_deployments(deploy_dir / REPORT_NAME, name)
+        deployed = [bank.space.from_id(d["config_id"]) for d in deployments]
+        chosen = report_configs(bank.space, configs, seed, deployed)
+        with progress_bar(len(chosen), f"bench {name}", "config") as bar:
+            rows = device_rows(name, chosen, scorer, table.predict, costs.flops, costs.params,
+                               bank.space.ratio_of, bar.update)
+        written.append(write_device_report(rows, out / f"{name}.csv"))
+        title = f"{bank.arch} on {name}: target {scorer.target.name}, head {scorer.head}"
+        written.append(plot_device(rows, deployments, out / f"{name}.png", title))
+    return written

@@ -1,5 +1,6 @@
-"""Building a latency table on a device (resumable, failures as rows), validating it on held-out
-sub-networks, and the ``slimda-profile --bank`` command. What the table is: slimda.latency.table.
+"""Building a latency table on a device (resumable, failures as rows), the banks a table is built for,
+and timing a model the way a table was. What the table is: slimda.latency.table; validating it:
+slimda.latency.validate.
 """
 
 from __future__ import annotations
@@ -14,27 +15,24 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 from torch import nn
 
-from slimda.model.bank import ModelBank
 from slimda.console import one_torch_thread, progress_bar
-from slimda.errors import ConfigError, SlimdaError
+from slimda.errors import SlimdaError
 from slimda.latency.plan import BlockSlot, NetPlan, block_input_shape, plan_for, static_block
 from slimda.latency.table import (
     TABLE_COLUMNS,
     LatencyTable,
-    RoundNoise,
     is_ok_row,
     normalise_row,
     read_rows,
-    row_latency,
     table_path,
 )
+from slimda.model.bank import ModelBank
+from slimda.model.space import WidthConfig, WidthSpace
 from slimda.profilers import measurement
 from slimda.profilers.devices import DeviceProfile, get_device
 from slimda.profilers.measurement import MeasureOptions
-from slimda.model.space import WidthConfig, WidthSpace
 
 HEAD = "ca"  # the test-time head whole networks are exported with (a Linear, like Ct and Cs)
 FIT_SEED_OFFSET = 0
@@ -77,7 +75,7 @@ class Entry:
     round: int = 0
 
 
-def _bank_for(bank_or_space: ModelBank | WidthSpace, in_channels: int | None, num_classes: int) -> ModelBank:
+def bank_for(bank_or_space: ModelBank | WidthSpace, in_channels: int | None, num_classes: int) -> ModelBank:
     if isinstance(bank_or_space, ModelBank):
         return bank_or_space
     space = bank_or_space
@@ -87,7 +85,9 @@ def _bank_for(bank_or_space: ModelBank | WidthSpace, in_channels: int | None, nu
 
 def default_in_channels(arch: str) -> int:
     """Grey images for the digits CNN, RGB for the ImageNet backbones."""
-    return 1 if arch == "digits-cnn" else 3
+    from slimda.backbones import backbone_cfg
+
+    return backbone_cfg(arch).in_channels
 
 
 def fit_set(space: WidthSpace, fit_configs: int, seed: int) -> tuple[list[WidthConfig], list[WidthConfig]]:
@@ -149,7 +149,7 @@ def reference_config(space: WidthSpace) -> WidthConfig:
     return space.uniform(min(space.ratios, key=lambda r: (abs(r - 0.5), r)))
 
 
-class _Exporter:
+class Exporter:
     """Exports entries to ONNX in a scratch folder; whole networks stay exported until their last round.
     With a ``reference`` configuration, every entry is timed paired with it (exported once, kept)."""
 
@@ -183,7 +183,7 @@ class _Exporter:
             path.unlink(missing_ok=True)
 
 
-def _time_entry(entry: Entry, exporter: _Exporter, options: MeasureOptions, last_use: bool) -> dict[str, object]:
+def time_entry(entry: Entry, exporter: Exporter, options: MeasureOptions, last_use: bool) -> dict[str, object]:
     """The entry's row: measured, or a failure row when its export or measurement fails."""
     dev = exporter.dev
     try:
@@ -198,7 +198,7 @@ def _time_entry(entry: Entry, exporter: _Exporter, options: MeasureOptions, last
     return {**row, **_meta(entry, exporter), "weights_mb": mb}
 
 
-def _meta(entry: Entry, exporter: _Exporter) -> dict[str, object]:
+def _meta(entry: Entry, exporter: Exporter) -> dict[str, object]:
     plan = exporter.plan
     return {"entry_kind": entry.kind, "entry_key": entry.key,
             "config_id": "" if entry.kind == "block" else entry.config.id,
@@ -257,7 +257,7 @@ def build_table(
     """
     dev = get_device(device)
     opts = options or MeasureOptions()
-    bank = _bank_for(bank_or_space, in_channels, num_classes)
+    bank = bank_for(bank_or_space, in_channels, num_classes)
     space = bank.space if isinstance(bank_or_space, ModelBank) else bank_or_space
     size = resolution or opts.resolution or (bank.backbone.default_input_size,) * 2
     plan = plan_for(bank, (int(size[0]), int(size[1])), opts.batch)
@@ -282,10 +282,10 @@ def build_table(
     try:
         with tempfile.TemporaryDirectory(prefix="slimda-lut-") as tmp, one_torch_thread(), \
                 progress_bar(len(todo), "latency table", "entry", progress) as bar:
-            exporter = _Exporter(bank, plan, dev, Path(tmp), reference)
+            exporter = Exporter(bank, plan, dev, Path(tmp), reference)
             for i, entry in enumerate(todo):
                 bar.set_postfix_str(entry.key[:48], refresh=False)
-                row = _time_entry(entry, exporter, measure_opts, i == last_use[(entry.kind, entry.key)])
+                row = time_entry(entry, exporter, measure_opts, i == last_use[(entry.kind, entry.key)])
                 log_file.append(row)
                 all_rows.append(row)
                 bar.update(1)
@@ -328,131 +328,7 @@ def _correction_row(table: LatencyTable, rows: Sequence[Mapping[str, object]], p
                      f"leave-one-out mean |error| {100 * c.loo_error:.2f} %; {table.noise.text()}"}
 
 
-# ------------------------------------------------------------------------------------------- validation
-
-@dataclass(frozen=True)
-class ValidationReport:
-    """Predicted vs measured latency of held-out random configurations (measured: median of rounds).
-
-    On a paired table the held-out networks are timed paired with the table's reference too, and "measured"
-    is their ratio to it × the table's reference latency; ``within_10_raw`` scores the raw medians instead,
-    which carry whatever the machine's speed did meanwhile (the same number on an unpaired table)."""
-
-    rows: list[dict[str, object]]
-    within_10: float
-    rmse_ms: float
-    spearman: float
-    count: int
-    with_fallback: int
-    repeatable: float  # share of networks whose every round lies within ±10 % of their median: the noise floor
-    drift: float  # the reference (or uniform) networks now / in the table, median: how far the device moved
-    within_10_raw: float
-    paired: bool
-
-    def text(self) -> str:
-        measured = "paired with the table's reference" if self.paired else "unpaired"
-        raw = f" ({100 * self.within_10_raw:.1f} % against raw medians)" if self.paired else ""
-        return (f"{self.count} held-out configurations, timed {measured}: {100 * self.within_10:.1f} % within "
-                f"±10 %{raw}, RMSE {self.rmse_ms:.4f} ms, Spearman ρ {self.spearman:.3f}; {self.with_fallback} "
-                f"used the per-slot regression for unseen blocks; measurement repeatability "
-                f"{100 * self.repeatable:.0f} % (rounds within ±10 % of their median); the device runs "
-                f"{100 * (self.drift - 1):+.1f} % against the table")
-
-
-def accuracy(predicted: Sequence[float], measured: Sequence[float]) -> tuple[float, float, float]:
-    """(share within ±10 % of measured, RMSE in ms, Spearman ρ)."""
-    from scipy.stats import spearmanr
-
-    p, m = np.asarray(predicted, dtype=float), np.asarray(measured, dtype=float)
-    if len(p) == 0:
-        return float("nan"), float("nan"), float("nan")
-    within = float(np.mean(np.abs(p - m) <= 0.1 * m))
-    rmse = float(np.sqrt(np.mean((p - m) ** 2)))
-    rho = float(spearmanr(p, m).statistic) if len(p) > 2 else float("nan")
-    return within, rmse, rho
-
-
-def validation_configs(space: WidthSpace, table: LatencyTable, count: int, seed: int = 0) -> list[WidthConfig]:
-    """``count`` random configurations outside the table's uniform and fit-set networks."""
-    exclude = [table.config(i) for i in table.uniform_ids | table.fit_ids]
-    return space.sample_many(count, seed + VALIDATION_SEED_OFFSET, exclude=exclude)
-
-
-def measure_configs(bank: ModelBank, plan: NetPlan, configs: Sequence[WidthConfig], device: str | DeviceProfile,
-                    options: MeasureOptions | None, rounds: int = 3, progress: bool | None = None,
-                    reference: WidthConfig | None = None) -> dict[str, list[dict[str, object]]]:
-    """Time whole networks end to end in ``rounds`` interleaved rounds (paired with ``reference`` if given):
-    {config id: its rows}."""
-    dev = get_device(device)
-    opts = replace(options or MeasureOptions(), resolution=None)
-    out: dict[str, list[dict[str, object]]] = {c.id: [] for c in configs}
-    with tempfile.TemporaryDirectory(prefix="slimda-lut-val-") as tmp, \
-            progress_bar(rounds * len(configs), "validation", "run", progress) as bar, one_torch_thread():
-        exporter = _Exporter(bank, plan, dev, Path(tmp), reference)
-        for r in range(rounds):
-            for config in configs:
-                out[config.id].append(_time_entry(Entry("whole", config.id, config, round=r), exporter, opts,
-                                                  last_use=r == rounds - 1))
-                bar.update(1)
-    return out
-
-
-def validate_table(table: LatencyTable, bank_or_space: ModelBank | WidthSpace, device: str | DeviceProfile,
-                   options: MeasureOptions | None, count: int, out_csv: str | os.PathLike | None = None, *,
-                   seed: int = 0, rounds: int = 3, progress: bool | None = None) -> ValidationReport:
-    """Time ``count`` held-out configurations end to end (median of ``rounds``) against the predictions.
-
-    A paired table's reference is timed with every network, so ``drift`` (how much faster or slower the
-    device runs now than during the build: a shared machine's load, thermal state...) comes free; an
-    unpaired table's uniform-width networks are timed again in the same rounds for it."""
-    from slimda.tables import write_csv_atomic
-
-    bank = _bank_for(bank_or_space, table.input_shape[1], table.num_classes)
-    space = bank.space if isinstance(bank_or_space, ModelBank) else bank_or_space
-    configs = validation_configs(space, table, count, seed)
-    paired = _pairs_here(table, device, options)
-    reference = table.config(table.reference_id) if paired else None
-    anchors = [] if paired else [table.config(i) for i in sorted(table.uniform_ids) if i in table.whole_ms]
-    measured = measure_configs(bank, table.plan, configs + anchors, device, options, rounds, progress, reference)
-    if paired:
-        now = [float(r["reference_ms"]) / table.reference_ms  # type: ignore[arg-type, operator]
-               for c in configs for r in measured[c.id] if is_ok_row(r)]
-    else:
-        now = [np.median([float(r["latency_ms_p50"]) for r in measured[a.id] if is_ok_row(r)]) / table.whole_ms[a.id]
-               for a in anchors if any(is_ok_row(r) for r in measured[a.id])]
-    rows: list[dict[str, object]] = []
-    repeatable = []
-    for config in configs:
-        pred = table.explain(config)
-        ok = [r for r in measured[config.id] if is_ok_row(r)]
-        values = [row_latency(r, table.reference_ms) for r in ok]
-        raw = [float(r["latency_ms_p50"]) for r in ok]  # type: ignore[arg-type]
-        errors = [str(r["error"]) for r in measured[config.id] if r.get("status") != "ok"]
-        ms = float(np.median(values)) if values else None
-        raw_ms = float(np.median(raw)) if raw else None
-        if values:
-            repeatable.append(RoundNoise.repeats(values))
-        rows.append({"config_id": config.id, "predicted_ms": round(pred.latency_ms, 6),
-                     "measured_ms": "" if ms is None else round(ms, 6),
-                     "error_pct": "" if ms is None else round(100 * (pred.latency_ms / ms - 1), 2),
-                     "measured_raw_ms": "" if raw_ms is None else round(raw_ms, 6),
-                     "error_raw_pct": "" if raw_ms is None else round(100 * (pred.latency_ms / raw_ms - 1), 2),
-                     "fallback_blocks": pred.fallback_blocks, "source": pred.source, "rounds": len(values),
-                     "round_ms": " ".join(f"{v:.4f}" for v in values),
-                     "round_raw_ms": " ".join(f"{v:.4f}" for v in raw),
-                     "status": "ok" if values else "failed", "error": errors[0] if errors else ""})
-    good = [r for r in rows if r["status"] == "ok"]
-    predicted = [float(r["predicted_ms"]) for r in good]  # type: ignore[arg-type]
-    within, rmse, rho = accuracy(predicted, [float(r["measured_ms"]) for r in good])  # type: ignore[arg-type]
-    within_raw, _, _ = accuracy(predicted, [float(r["measured_raw_ms"]) for r in good])  # type: ignore[arg-type]
-    if out_csv is not None and rows:
-        write_csv_atomic(out_csv, rows)
-    return ValidationReport(rows, within, rmse, rho, len(good), sum(1 for r in good if r["fallback_blocks"]),
-                            float(np.mean(repeatable)) if repeatable else float("nan"),
-                            float(np.median(now)) if now else float("nan"), within_raw, paired)
-
-
-def _pairs_here(table: LatencyTable, device: str | DeviceProfile, options: MeasureOptions | None) -> bool:
+def pairs_here(table: LatencyTable, device: str | DeviceProfile, options: MeasureOptions | None) -> bool:
     """Whether ``table`` was timed paired and ``device`` can be timed that way with ``options`` now."""
     return bool(table.reference_id) and table.reference_ms is not None and \
         measurement.can_pair(device, options or MeasureOptions())
@@ -474,12 +350,12 @@ def measure_like_table(onnx_path: str | os.PathLike, table: LatencyTable | None,
     and the device allows it (the latency at the device's speed during the build), else its raw median."""
     dev = get_device(device)
     opts = options or MeasureOptions()
-    if table is None or not _pairs_here(table, dev, opts):
+    if table is None or not pairs_here(table, dev, opts):
         raw = measurement.measure(onnx_path, dev, opts)
         return TableScaleLatency(raw.stats.p50, raw, "median of its own runs", None)
     assert table.reference_ms is not None
     with tempfile.TemporaryDirectory(prefix="slimda-reference-") as tmp, one_torch_thread():
-        reference = _Exporter(bank, table.plan, dev, Path(tmp), table.config(table.reference_id)).reference_path
+        reference = Exporter(bank, table.plan, dev, Path(tmp), table.config(table.reference_id)).reference_path
         pair = measurement.measure_paired(onnx_path, reference, dev, opts)  # type: ignore[arg-type]
     return TableScaleLatency(
         pair.vs_reference * table.reference_ms, pair.measurement,
@@ -487,45 +363,19 @@ def measure_like_table(onnx_path: str | os.PathLike, table: LatencyTable | None,
         f"{table.reference_ms:.4f} ms in the table", pair.reference_ms / table.reference_ms)
 
 
-# -------------------------------------------------------------------------------------------------- CLI
+# ------------------------------------------------------------------------------------- banks to profile
 
-def run_bank_profile(args) -> int:
-    """``slimda-profile --device D --bank RUN`` (or ``--arch NAME --out FILE``): build, then validate."""
+def trained_table_target(bank: str | os.PathLike, device: str, resolution: tuple[int, int] | None = None,
+                         out: str | os.PathLike | None = None) -> tuple[ModelBank, tuple[int, int] | None, Path]:
+    """A trained bank (run directory or bank.pt), the input size its table is timed at (``resolution``, else
+    the size the bank was trained at) and where the table goes (``out``, else RUN/latency/DEVICE.csv)."""
     from slimda.model.bank import load_bank
-    from slimda.commands.profile import check_jetson_host, options_from_args, parse_resolution
 
-    dev = get_device(args.device)
-    options = options_from_args(args)
-    check_jetson_host(dev, options)
-    arch = getattr(args, "arch", None)
-    if args.bank:
-        bank, metadata = load_bank(args.bank)
-        run_dir = Path(args.bank) if Path(args.bank).is_dir() else Path(args.bank).parent
-        size = (metadata.get("preprocessing") or {}).get("size")
-        resolution = parse_resolution(args.resolution) or (tuple(int(s) for s in size) if size else None)
-        out = Path(args.out) if args.out else table_path(run_dir, dev.name)
-    elif arch:
-        if not args.out:
-            raise ConfigError("--arch profiles an untrained bank: give --out FILE for its latency table")
-        channels = getattr(args, "channels", None) or default_in_channels(arch)
-        bank = ModelBank(arch, getattr(args, "classes", 10), channels).eval()
-        resolution = parse_resolution(args.resolution)
-        out = Path(args.out)
-    else:
-        raise ConfigError("give --bank RUN (a run directory or bank.pt) or --arch NAME with --out FILE")
-    seed = getattr(args, "seed", 0)
-    rounds = getattr(args, "rounds", 3)
-    if rounds < 1:
-        raise ConfigError(f"--rounds must be at least 1, got {rounds}")
-    table = build_table(bank, dev, options, out, resolution=resolution, seed=seed,
-                        fit_configs=getattr(args, "fit_configs", 40), whole_rounds=rounds,
-                        retry_failed=getattr(args, "retry_failed", False),
-                        paired=not getattr(args, "unpaired", False))
-    print(", ".join(f"{k}={v}" for k, v in table.summary().items()))
-    print(f"wrote {out}")
-    if args.validate:
-        val_out = out.with_name(f"{out.stem}-validation.csv")
-        report = validate_table(table, bank, dev, options, args.validate, val_out, seed=seed, rounds=rounds)
-        print(report.text())
-        print(f"wrote {val_out}")
-    return 0
+    model, metadata = load_bank(bank)
+    run_dir = Path(bank) if Path(bank).is_dir() else Path(bank).parent
+    return model, resolution or metadata.preprocessing.size, Path(out) if out else table_path(run_dir, device)
+
+
+def untrained_bank(arch: str, num_classes: int = 10, in_channels: int | None = None) -> ModelBank:
+    """A freshly initialised bank of ``arch``: its latency table can be built before any training."""
+    return ModelBank(arch, num_classes, in_channels or default_in_channels(arch)).eval()

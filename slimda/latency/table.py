@@ -36,7 +36,7 @@ are skipped; an entry that fails on the device becomes a ``status=failed`` row w
 out of every fit and prediction.
 
 Modules: slimda.latency.plan (block slots and keys), this one (the table and its predictions),
-slimda.latency.build (building, validation, the ``slimda-profile --bank`` command).
+slimda.latency.build (building), slimda.latency.validate (validation).
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ import numpy as np
 
 from slimda.errors import ConfigError, SlimdaError
 from slimda.latency.plan import BlockSlot, NetPlan, channel_features, key_channels, key_group, plan_from_description
+from slimda.model.space import WidthConfig, parse_config_id
 from slimda.profilers.measurement import PAIRED_COLUMNS, ROW_COLUMNS
-from slimda.model.space import WidthConfig
 
 ENTRY_KINDS = ("block", "uniform", "whole", "correction")
 TABLE_COLUMNS: tuple[str, ...] = (
@@ -384,10 +384,7 @@ class LatencyTable:
 
     def config(self, config_id: str) -> WidthConfig:
         """The configuration with this id (the table knows its sites, not its ratio grid)."""
-        values = config_id.split("-")
-        if len(values) != len(self.plan.sites) or not all(v.isdigit() for v in values):
-            raise SlimdaError(f"{config_id!r} is not a configuration of {self.arch}")
-        return WidthConfig(self.arch, tuple(zip(self.plan.sites, (int(v) for v in values))))
+        return parse_config_id(self.arch, self.plan.sites, config_id)
 
     def summary(self) -> dict[str, object]:
         c = self.correction

@@ -10,60 +10,45 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from slimda.backbones import SlimBackbone, create_backbone
+from slimda.data.preprocessing import Preprocessing
 from slimda.errors import ConfigError, SlimdaError
+from slimda.model.heads import BankOutput, get_head
 from slimda.model.ops import SlimLinear, set_widths, to_static
 from slimda.model.space import DEFAULT_RATIOS, WidthConfig, WidthSpace
 
-# Test-time heads: Ca (OSTC), Ct / Cs (the halves of SymNet's joint head) and Cst (SymNet's joint
-# prediction q_k = p_k + p_{k+K}).
-HEADS: tuple[str, ...] = ("ca", "ct", "cs", "cst")
 BANK_FORMAT = "slimda-bank"
 BANK_FORMAT_VERSION = 1
 
 
-class BankOutput(NamedTuple):
-    features: torch.Tensor  # [N, C]
-    st_logits: torch.Tensor  # [N, 2K]: Cs then Ct
-    a_logits: torch.Tensor  # [N, K]
+class StaticBank(nn.Module):
+    """A sub-network as plain torch layers with every head: ``forward`` gives a ``BankOutput`` like the bank's.
 
+    What scoring runs: BatchNorm is recalibrated on it, not on the bank, so the bank is never modified and
+    what is scored is exactly what ships (``net(head)`` shares its tensors).
+    """
 
-def symnet_joint_log_probs(st_logits: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """log q_k with q_k = p_k + p_{k+K}, p the softmax over all 2K logits (SymNet's Cst prediction)."""
-    probs = torch.softmax(st_logits, dim=1)
-    return torch.log(probs[:, :num_classes] + probs[:, num_classes:] + 1e-12)
-
-
-def head_scores(out: BankOutput, head: str, num_classes: int) -> torch.Tensor:
-    """Class scores ``[N, K]`` of one test-time head (logits, or log-probabilities for ``cst``)."""
-    if head == "ca":
-        return out.a_logits
-    if head == "cs":
-        return out.st_logits[:, :num_classes]
-    if head == "ct":
-        return out.st_logits[:, num_classes:]
-    if head == "cst":
-        return symnet_joint_log_probs(out.st_logits, num_classes)
-    raise ConfigError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
-
-
-class JointHead(nn.Module):
-    """Cst as a plain module for export: the 2K-way linear layer followed by SymNet's class merge."""
-
-    def __init__(self, linear: nn.Linear, num_classes: int) -> None:
+    def __init__(self, backbone: nn.Module, head_st: nn.Linear, head_a: nn.Linear, num_classes: int) -> None:
         super().__init__()
-        self.linear = linear
+        self.backbone, self.head_st, self.head_a = backbone, head_st, head_a
         self.num_classes = num_classes
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return symnet_joint_log_probs(self.linear(features), self.num_classes)
+    def forward(self, x: torch.Tensor) -> BankOutput:
+        features = self.backbone(x)
+        return BankOutput(features, self.head_st(features), self.head_a(features))
+
+    def net(self, head: str = "ca") -> ExtractedNet:
+        """The deployable network with one test-time head (sharing this module's backbone)."""
+        net = ExtractedNet(self.backbone, get_head(head).static(self.head_st, self.head_a, self.num_classes))
+        net.train(self.training)
+        return net
 
 
 class ExtractedNet(nn.Module):
@@ -114,38 +99,28 @@ class ModelBank(nn.Module):
         return BankOutput(features, self.head_st(features), self.head_a(features))
 
     def scores(self, x: torch.Tensor, head: str = "ca") -> torch.Tensor:
-        return head_scores(self(x), head, self.num_classes)
+        return get_head(head).scores(self(x), self.num_classes)
 
-    def extract(self, config: WidthConfig | None = None, head: str = "ca") -> ExtractedNet:
-        """The sub-network ``config`` (default: the current one) with ``head``, as plain torch layers.
+    def extract_all(self, config: WidthConfig | None = None) -> StaticBank:
+        """The sub-network ``config`` (default: the current one) with all heads, as plain torch layers.
 
         The bank keeps its current configuration afterwards; the result shares no tensor with the bank.
         """
-        if head not in HEADS:
-            raise ConfigError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
         previous = self.config
         if config is not None:
             self.set_config(config)
         try:
-            backbone = to_static(self.backbone)
-            k = self.num_classes
-            if head == "ca":
-                head_module: nn.Module = to_static(self.head_a)
-            else:
-                st = to_static(self.head_st)
-                if head == "cst":
-                    head_module = JointHead(st, k)
-                else:
-                    rows = slice(0, k) if head == "cs" else slice(k, 2 * k)
-                    head_module = nn.Linear(st.in_features, k)
-                    with torch.no_grad():
-                        head_module.weight.copy_(st.weight[rows])
-                        head_module.bias.copy_(st.bias[rows])
+            static = StaticBank(to_static(self.backbone), to_static(self.head_st), to_static(self.head_a),
+                                self.num_classes)
         finally:
             self.set_config(previous)
-        net = ExtractedNet(backbone, head_module)
-        net.train(self.training)
-        return net
+        static.train(self.training)
+        return static
+
+    def extract(self, config: WidthConfig | None = None, head: str = "ca") -> ExtractedNet:
+        """The sub-network ``config`` (default: the current one) with ``head``, as plain torch layers."""
+        get_head(head)  # an unknown head fails before any copying
+        return self.extract_all(config).net(head)
 
     def describe(self) -> dict:
         """Plain-typed description of the bank (everything needed to rebuild it, except weights)."""
@@ -163,14 +138,56 @@ class ModelBank(nn.Module):
                    tuple(space["ratios"]), int(space["multiple"]))
 
 
-def save_bank(bank: ModelBank, path: str | os.PathLike, **metadata: object) -> None:
-    """Write ``bank.pt`` atomically: weights, width space, and plain metadata (class names, preprocessing)."""
+@dataclass(frozen=True)
+class BankMeta:
+    """What a bank carries besides weights: its classes, the preprocessing it was trained with, its test-time
+    head and how it was trained. Stored as plain types in ``bank.pt`` (``to_dict``/``from_dict``)."""
+
+    class_names: tuple[str, ...]
+    preprocessing: Preprocessing
+    test_head: str = "ca"
+    objective: str | None = None
+    seed_ensemble: bool | None = None
+    source: str | None = None
+    target: str | None = None
+
+    def __post_init__(self) -> None:
+        get_head(self.test_head)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"class_names": list(self.class_names), "preprocessing": self.preprocessing.to_dict(),
+                "objective": self.objective, "seed_ensemble": self.seed_ensemble, "test_head": self.test_head,
+                "source": self.source, "target": self.target}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object], where: str = "bank metadata") -> BankMeta:
+        """Inverse of ``to_dict``; a record without preprocessing or classes is a ``SlimdaError`` naming ``where``."""
+        missing = [k for k in ("class_names", "preprocessing") if not data.get(k)]
+        if missing:
+            raise SlimdaError(f"{where} lacks {', '.join(missing)}: it was not written by slimda-train")
+        prep = data["preprocessing"]
+        return cls(
+            class_names=tuple(str(c) for c in data["class_names"]),  # type: ignore[union-attr]
+            preprocessing=prep if isinstance(prep, Preprocessing) else Preprocessing.from_dict(prep),  # type: ignore[arg-type]
+            test_head=str(data.get("test_head") or "ca"),
+            objective=data.get("objective"),  # type: ignore[arg-type]
+            seed_ensemble=data.get("seed_ensemble"),  # type: ignore[arg-type]
+            source=data.get("source"), target=data.get("target"))  # type: ignore[arg-type]
+
+    @property
+    def input_chw(self) -> tuple[int, int, int]:
+        """Channels, height and width of the network's input."""
+        return (self.preprocessing.channels, *self.preprocessing.size)
+
+
+def save_bank(bank: ModelBank, path: str | os.PathLike, meta: BankMeta) -> None:
+    """Write ``bank.pt`` atomically: weights, width space, and the metadata as plain types."""
     payload = {
         "format": BANK_FORMAT,
         "version": BANK_FORMAT_VERSION,
         "bank": bank.describe(),
         "state_dict": {k: v.detach().cpu() for k, v in bank.state_dict().items()},
-        "metadata": metadata,
+        "metadata": meta.to_dict(),
     }
     atomic_torch_save(payload, path)
 
@@ -183,7 +200,7 @@ def atomic_torch_save(obj: object, path: str | os.PathLike) -> None:
         torch.save(obj, tmp)
 
 
-def load_bank(path: str | os.PathLike) -> tuple[ModelBank, dict]:
+def load_bank(path: str | os.PathLike) -> tuple[ModelBank, BankMeta]:
     """Load a bank saved by ``save_bank``; returns the bank (eval mode) and its metadata."""
     path = Path(path)
     if path.is_dir():
@@ -203,4 +220,4 @@ def load_bank(path: str | os.PathLike) -> tuple[ModelBank, dict]:
     bank = ModelBank.from_description(payload["bank"])
     bank.load_state_dict(payload["state_dict"])
     bank.eval()
-    return bank, dict(payload.get("metadata") or {})
+    return bank, BankMeta.from_dict(payload.get("metadata") or {}, where=f"{path}'s metadata")

@@ -170,13 +170,7 @@ class WidthSpace:
 
     def from_id(self, config_id: str) -> WidthConfig:
         """Parse an id made by ``WidthConfig.id`` back into a configuration of this space."""
-        parts = config_id.strip().split("-")
-        if len(parts) != len(self.sites) or not all(p.isdigit() for p in parts):
-            raise ConfigError(
-                f"{config_id!r} is not a configuration id of {self.arch}: expected {len(self.sites)} channel "
-                f"counts joined by '-', like {self.largest().id!r}"
-            )
-        return self.config(dict(zip(self.site_names, (int(p) for p in parts))))
+        return self.config(parse_config_id(self.arch, self.site_names, config_id, self.largest().id).as_dict())
 
     def from_json(self, text: str | Mapping) -> WidthConfig:
         data = json.loads(text) if isinstance(text, str) else dict(text)
@@ -206,3 +200,16 @@ class WidthSpace:
             ratios=tuple(data["ratios"]),
             multiple=int(data["multiple"]),
         )
+
+
+def parse_config_id(arch: str, sites: Sequence[str], config_id: str, example: str | None = None) -> WidthConfig:
+    """The configuration an id names (``"8-16-16"``: one channel count per site, in site order).
+
+    Checks the id's shape only; ``WidthSpace.from_id`` also checks each count against the space's choices.
+    """
+    parts = config_id.strip().split("-")
+    if len(parts) != len(sites) or not all(p.isdigit() for p in parts):
+        like = f", like {example!r}" if example else ""
+        raise ConfigError(f"{config_id!r} is not a configuration id of {arch}: expected {len(sites)} channel "
+                          f"counts joined by '-'{like}")
+    return WidthConfig(arch, tuple(zip(sites, (int(p) for p in parts))))

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import Dataset
 
-from slimda.model.bank import HEADS, BankOutput, ModelBank, head_scores
+from slimda.model.bank import BankMeta, ModelBank, StaticBank
 from slimda.model.bn import recalibrate
 from slimda.model.cost import count_flops, count_params
+from slimda.model.heads import HEADS, BankOutput, get_head
 from slimda.model.space import WidthConfig
 from slimda.select.upem import DEFAULT_DISTANCE, upem
 
@@ -28,43 +27,30 @@ def image_batches(dataset: Dataset, batch_size: int, indices: Sequence[int] | No
         yield images, labels
 
 
-@contextlib.contextmanager
-def preserved_batchnorm(bank: ModelBank) -> Iterator[None]:
-    """Restore the bank's BatchNorm statistics and configuration after the block (recalibration edits them)."""
-    saved = {name: (m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
-             for name, m in bank.named_modules() if isinstance(m, _BatchNorm)}
-    config, training = bank.config, bank.training
-    try:
-        yield
-    finally:
-        for name, m in bank.named_modules():
-            if name in saved:
-                mean, var, tracked = saved[name]
-                m.running_mean.copy_(mean)
-                m.running_var.copy_(var)
-                m.num_batches_tracked.copy_(tracked)
-        bank.set_config(config)
-        bank.train(training)
+def calibrated(bank: ModelBank, config: WidthConfig, calibration: Sequence[torch.Tensor]) -> StaticBank:
+    """Sub-network ``config`` extracted as plain layers (every head), BatchNorm recalibrated on ``calibration``.
+
+    Extraction comes first: the bank's own statistics and configuration are never touched, and what is
+    scored is the network that would be exported.
+    """
+    static = bank.extract_all(config)
+    recalibrate(static, calibration)
+    return static.eval()
 
 
 @torch.no_grad()
 def predict(bank: ModelBank, config: WidthConfig, calibration: Sequence[torch.Tensor],
             images: Sequence[torch.Tensor]) -> BankOutput:
-    """Outputs of sub-network ``config`` on ``images`` after recalibrating its BatchNorm on ``calibration``.
-
-    The bank's own statistics and configuration are unchanged afterwards.
-    """
-    with preserved_batchnorm(bank):
-        bank.set_config(config)
-        recalibrate(bank, calibration)
-        outputs = [bank(x) for x in images]
+    """Outputs of sub-network ``config`` on ``images`` after recalibrating its BatchNorm on ``calibration``."""
+    static = calibrated(bank, config, calibration)
+    outputs = [static(x) for x in images]
     return BankOutput(*(torch.cat(parts) for parts in zip(*outputs)))
 
 
 def head_probabilities(out: BankOutput, head: str, num_classes: int) -> torch.Tensor:
     """Class probabilities ``[N, K]`` of one test-time head."""
-    scores = head_scores(out, head, num_classes)
-    return scores.exp() if head == "cst" else torch.softmax(scores, dim=1)
+    h = get_head(head)
+    return h.probabilities(h.scores(out, num_classes))
 
 
 def standard_configs(bank: ModelBank) -> list[tuple[str, WidthConfig]]:
@@ -128,26 +114,26 @@ class TargetImages:
         return sum(len(x) for x in self.images)
 
 
-def load_target_images(spec: str, metadata: dict, calibration_images: int = 1024, score_images: int = 0,
+def load_target_images(spec: str, meta: BankMeta, calibration_images: int = 1024, score_images: int = 0,
                        batch_size: int = 256, seed: int = 0) -> TargetImages:
     """The target domain ``spec`` (built-in name or folder) preprocessed as the bank was trained.
 
     ``calibration_images`` random images recalibrate BatchNorm; ``score_images`` random images (0: all)
     are scored. A missing or empty target, or one with classes the bank does not know, is a ``DataError``.
     """
-    from slimda.data.domains import Preprocessing, load_domain
+    from slimda.data.domains import load_domain
     from slimda.errors import ConfigError, DataError
 
     if calibration_images < 1:
         raise ConfigError(f"--calibration-images must be at least 1, got {calibration_images}")
     if score_images < 0:
         raise ConfigError(f"--score-images must be 0 (all) or more, got {score_images}")
-    prep = Preprocessing.from_dict(metadata["preprocessing"])
+    prep = meta.preprocessing
     target = load_domain(spec)
     if len(target) == 0:
         raise DataError(f"target {target.name} has no images: point --target at a folder of target images")
-    class_names = metadata.get("class_names")
-    if target.has_labels and class_names and list(target.class_names) != list(class_names):
+    class_names = list(meta.class_names)
+    if target.has_labels and list(target.class_names) != class_names:
         unknown = sorted(set(target.class_names) - set(class_names))
         raise DataError(f"target {target.name} has classes the bank does not know: {unknown or target.class_names}; "
                         f"the bank's classes are {class_names}")
@@ -174,10 +160,7 @@ class TargetScorer:
 
     def __init__(self, bank: ModelBank, target: TargetImages, head: str = "ca",
                  distance: str = DEFAULT_DISTANCE) -> None:
-        from slimda.errors import ConfigError
-
-        if head not in HEADS:
-            raise ConfigError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+        get_head(head)  # an unknown head is a ConfigError listing the heads
         self.bank, self.target, self.head, self.distance = bank, target, head, distance
         self.cache: dict[str, Score] = {}
         self._anchor: torch.Tensor | None = None

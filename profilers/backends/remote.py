@@ -1,9 +1,9 @@
 """CPU profiles of another machine over ssh (an Intel box for cpu-openvino, an ARM board, ...).
 
-The ONNX file is copied to ``remote_dir`` on the host and slimda's worker (``<remote_python> -m
-slimda.profilers.worker``) measures it there with the same code a local profile runs; its JSON answer
-becomes the ``Measurement``. A paired measurement (``measure_paired_over_ssh``) copies the reference too
-and the worker alternates the two on the host, so a table built over ssh cancels the host's changes of
+The ONNX file is copied to ``remote_dir`` (``SSHOptions``) on the host and slimda's worker
+(``<remote_python> -m slimda.profilers.worker``) measures it there with the same code a local profile runs;
+its JSON answer becomes the ``Measurement``. A paired measurement copies the reference too and the worker
+alternates the two on the host, so a table built over ssh cancels the host's changes of
 speed as a local one does. Copies are named by content and skipped when the host already has them (a
 table build times hundreds of entries against one reference).
 
@@ -17,7 +17,6 @@ ssh login and nothing else.
 from __future__ import annotations
 
 import atexit
-import hashlib
 import json
 import os
 import select
@@ -28,47 +27,56 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from slimda.errors import SlimdaError
+from slimda.errors import ConfigError, SlimdaError
+from slimda.profilers.base import Backend, LocalBackend, Measurement, MeasurementError, PairedMeasurement
+from slimda.profilers.config import PROTOCOL, MeasureOptions, SSHOptions
 from slimda.profilers.devices import DeviceProfile
-from slimda.profilers.measurement import Measurement, MeasurementError, MeasureOptions, PairedMeasurement
-from slimda.profilers.ssh import SSHTarget
+from slimda.profilers.ssh import SSHTarget, remote_model_path
 from slimda.profilers.transport import TransportError
-from slimda.profilers.worker import PROTOCOL, REMOTE_FIELDS
 
 
-def remote_model_path(path: Path, remote_dir: str) -> str:
-    """Where the model goes on the host: named by content, so concurrent or repeated runs never clash."""
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return f"{remote_dir.rstrip('/')}/{path.stem}-{digest}{path.suffix or '.onnx'}"
+class RemoteBackend(Backend):
+    """CPU devices on an ssh host, measured there by slimda's worker with the ``local`` backends' code."""
+
+    name = "ssh-worker"
+
+    def __init__(self, local: tuple[LocalBackend, ...]) -> None:
+        self.local = local  # what the worker can run: pairing works where one of them serves the device
+
+    def handles(self, device: DeviceProfile, options: MeasureOptions) -> bool:
+        return options.ssh is not None
+
+    def measure(self, path: Path, device: DeviceProfile, options: MeasureOptions) -> Measurement:
+        answer, target = _run_worker(path, None, device, options)
+        return _measurement(answer, target)
+
+    def can_pair(self, device: DeviceProfile, options: MeasureOptions) -> bool:
+        here = MeasureOptions(**options.common_dict())
+        return options.adb is None and any(b.handles(device, here) for b in self.local)
+
+    def measure_paired(self, path: Path, reference: Path, device: DeviceProfile,
+                       options: MeasureOptions) -> PairedMeasurement:
+        """The model and the reference alternate on the host."""
+        answer, target = _run_worker(path, reference, device, options)
+        paired = answer.get("paired")
+        if not isinstance(paired, dict):
+            raise MeasurementError(f"{device.name} on {target.host}: the worker answered without the paired "
+                                   "measurement it was asked for; update slimda there")
+        measurement = _measurement(answer, target).with_notes(f"paired with {reference.name} on {target.host}")
+        return PairedMeasurement(measurement, float(paired["reference_ms"]), float(paired["vs_reference"]))
 
 
 def worker_command(python: str, device: str, remote_onnx: str, opts: MeasureOptions,
                    remote_reference: str | None = None) -> list[str]:
     reference = ["--reference", remote_reference] if remote_reference else []
     return [python, "-m", "slimda.profilers.worker", "--device", device, "--onnx", remote_onnx,
-            "--options-json", json.dumps(remote_options(opts)), *reference]
+            "--options-json", json.dumps(opts.common_dict()), *reference]
 
 
-def remote_options(opts: MeasureOptions) -> dict:
-    """The options the worker measures with (the transport's own stay here)."""
-    return {k: getattr(opts, k) for k in REMOTE_FIELDS}
-
-
-def measure_over_ssh(path: Path, device: DeviceProfile, opts: MeasureOptions) -> Measurement:
-    answer, target = _run_worker(path, None, device, opts)
-    return _measurement(answer, target)
-
-
-def measure_paired_over_ssh(path: Path, reference: Path, device: DeviceProfile,
-                            opts: MeasureOptions) -> PairedMeasurement:
-    """``measure_paired`` run on the host: the model and the reference alternate there."""
-    answer, target = _run_worker(path, reference, device, opts)
-    paired = answer.get("paired")
-    if not isinstance(paired, dict):
-        raise MeasurementError(f"{device.name} on {target.host}: the worker answered without the paired "
-                               "measurement it was asked for; update slimda there")
-    measurement = _measurement(answer, target).with_notes(f"paired with {reference.name} on {target.host}")
-    return PairedMeasurement(measurement, float(paired["reference_ms"]), float(paired["vs_reference"]))
+def _ssh(opts: MeasureOptions) -> SSHOptions:
+    if opts.ssh is None:
+        raise ConfigError("no --host given for an ssh target")
+    return opts.ssh
 
 
 def _check_files(*paths: Path | None) -> None:
@@ -87,27 +95,29 @@ def _upload(target: SSHTarget, path: Path, remote_dir: str) -> str:
 def _run_worker(path: Path, reference: Path | None, device: DeviceProfile,
                 opts: MeasureOptions) -> tuple[dict, SSHTarget]:
     _check_files(path, reference)
-    target = opts.ssh_target()
-    session = _session(target, opts.remote_python)
+    ssh = _ssh(opts)
+    target = ssh.target()
+    python = ssh.remote_python
+    session = _session(target, python)
     if session is not None:
         try:
             return session.measure(path, reference, device, opts), target
         except _SessionLost:
-            _drop_session(target, opts.remote_python)  # the one-shot way below says what went wrong, if anything
-    remote_onnx = _upload(target, path, opts.remote_dir)
-    remote_reference = _upload(target, reference, opts.remote_dir) if reference is not None else None
-    command = worker_command(opts.remote_python, device.name, remote_onnx, opts, remote_reference)
-    result = target.run(command, timeout=opts.timeout_s)
+            _drop_session(target, python)  # the one-shot way below says what went wrong, if anything
+    remote_onnx = _upload(target, path, ssh.remote_dir)
+    remote_reference = _upload(target, reference, ssh.remote_dir) if reference is not None else None
+    command = worker_command(python, device.name, remote_onnx, opts, remote_reference)
+    result = target.run(command, timeout=ssh.timeout_s)
     text = result.output
     if result.returncode == 127 or (result.returncode != 0 and "No such file or directory" in text
-                                    and opts.remote_python in text):
-        raise TransportError(f"{opts.remote_python!r} not found on {target.host} (command: {result.command}); "
+                                    and python in text):
+        raise TransportError(f"{python!r} not found on {target.host} (command: {result.command}); "
                              "pass --remote-python with the interpreter that has slimda installed there")
     if "No module named" in text and "slimda" in text:
-        raise TransportError(f"slimda is not installed for {opts.remote_python} on {target.host} "
+        raise TransportError(f"slimda is not installed for {python} on {target.host} "
                              f"(command: {result.command}); pip install slimda and its runtime there")
     if "unrecognized arguments: --reference" in text:
-        raise TransportError(f"the slimda on {target.host} ({opts.remote_python}) is too old to time models "
+        raise TransportError(f"the slimda on {target.host} ({python}) is too old to time models "
                              "paired: update it there, or build the table with --unpaired")
     answer = _last_json(result.stdout)
     if answer is None or "error" in answer:
@@ -192,11 +202,11 @@ class WorkerSession:
         return remote
 
     def measure(self, path: Path, reference: Path | None, device: DeviceProfile, opts: MeasureOptions) -> dict:
-        remote_onnx = self.upload(path, opts.remote_dir, opts.timeout_s)
-        remote_reference = self.upload(reference, opts.remote_dir, opts.timeout_s) if reference else None
+        ssh = _ssh(opts)
+        remote_onnx = self.upload(path, ssh.remote_dir, ssh.timeout_s)
+        remote_reference = self.upload(reference, ssh.remote_dir, ssh.timeout_s) if reference else None
         answer = self.request({"op": "measure", "device": device.name, "onnx": remote_onnx,
-                               "reference": remote_reference,
-                               "options": remote_options(opts)}, opts.timeout_s)
+                               "reference": remote_reference, "options": opts.common_dict()}, ssh.timeout_s)
         if "error" in answer:
             raise MeasurementError(f"{device.name} on {self.target.host}: {answer['error']}")
         return answer
@@ -229,6 +239,11 @@ def _drop_session(target: SSHTarget, python: str) -> None:
     session = _SESSIONS.pop((target, python), None)
     if session is not None:
         session.close()
+
+
+def serving_workers() -> list[WorkerSession]:
+    """The workers this process keeps up, one per (host, interpreter) that could serve."""
+    return [session for session in _SESSIONS.values() if session is not None]
 
 
 def close_sessions() -> None:

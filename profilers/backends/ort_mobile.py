@@ -3,9 +3,9 @@
 Conversion follows ONNX Runtime's own tool (``onnxruntime.tools.convert_onnx_models_to_ort``) and must be
 given the target platform: ``amd64`` keeps the x86 NCHWc layout optimisations (without it the model runs
 about 2x slower on x86), ``arm`` is what a phone needs. Converted files are cached by content hash,
-platform and ONNX Runtime version.
+platform and ONNX Runtime version. The deployed artefact is ``model.ort`` for the chosen platform.
 
-On a phone (``adb_serial``), the ``.ort`` file is pushed to ``/data/local/tmp/slimda`` and timed with
+On a phone (``options.adb``), the ``.ort`` file is pushed to ``/data/local/tmp/slimda`` and timed with
 ``onnxruntime_perf_test``, which the user builds for Android and pushes once (path in the options). Its
 printed summary is parsed: ``Min/Max/P50/P90/P95/P99/P999 Latency: <seconds> s`` and
 ``Total inference requests``/``Runs`` (format of ``PerformanceResult::DumpToFile`` in
@@ -18,17 +18,22 @@ import hashlib
 import os
 import platform
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from slimda.errors import ConfigError, SlimdaError
+from slimda.profilers.adb import AdbTarget
+from slimda.profilers.backends.ort_cpu import open_session
+from slimda.profilers.base import Artifact, Backend, LocalBackend, LocalModel, Measurement, join_notes
+from slimda.profilers.config import MeasureOptions
 from slimda.profilers.devices import DeviceProfile
-from slimda.profilers.measurement import LocalModel, Measurement, MeasureOptions, join_notes
-from slimda.profilers.onnxinfo import input_specs
-from slimda.profilers.ort_cpu import open_session, specs_text
+from slimda.profilers.onnxinfo import input_specs, specs_text
 from slimda.profilers.stats import LatencyStats
+from slimda.tables import atomic_output
 
+RUNTIME = "onnxruntime-ort-format"
 PHONE_DIR = "/data/local/tmp/slimda"
 
 
@@ -82,22 +87,41 @@ def convert_to_ort(onnx_path: str | Path, target_platform: str, cache_dir: str |
     return final
 
 
-def open_local(path: Path, device: DeviceProfile, opts: MeasureOptions) -> LocalModel:
-    """Desktop proxy: convert for this host's platform and run it with one thread (default)."""
-    import onnxruntime as ort
+def ort_artifact(onnx_path: Path, out_dir: Path, target_platform: str) -> Artifact:
+    """``out_dir/model.ort``: ``onnx_path`` converted to ORT format for ``target_platform``."""
+    with tempfile.TemporaryDirectory(prefix="slimda-ort-") as cache:
+        converted = convert_to_ort(onnx_path, target_platform, cache_dir=cache)
+        final = out_dir / "model.ort"
+        with atomic_output(final) as partial:
+            shutil.copyfile(converted, partial)
+    return Artifact("ort", final, notes={"ort_target_platform": target_platform})
 
-    if opts.precision_for(device) != "fp32":
-        raise ConfigError(f"{device.name} measures fp32 only")
-    threads = opts.threads_for(device) or 1
-    specs = input_specs(path, opts.batch, opts.resolution)
-    target = host_platform()
-    ort_file = convert_to_ort(path, target, opts.cache_dir)
-    run = open_session(ort_file, specs, threads, opts)
-    return LocalModel(run, dict(device=device.name, runtime="onnxruntime-ort-format",
-                                runtime_version=ort.__version__, precision="fp32", threads=threads,
-                                batch=opts.batch, input_shape=specs_text(specs)),
-                      (f"desktop proxy: ORT format converted with --target_platform {target}",
-                       f"ort_file={ort_file.name}"))
+
+class OrtFormatBackend(LocalBackend):
+    """``ort-mobile`` as a desktop proxy: converted for this host's platform, one thread by default."""
+
+    name = "ort-format-proxy"
+    runtime = RUNTIME
+
+    def open_local(self, path: Path, device: DeviceProfile, options: MeasureOptions) -> LocalModel:
+        import onnxruntime as ort
+
+        if options.precision_for(device) != "fp32":
+            raise ConfigError(f"{device.name} measures fp32 only")
+        threads = options.threads_for(device) or 1
+        specs = input_specs(path, options.batch, options.resolution)
+        target = host_platform()
+        ort_file = convert_to_ort(path, target, options.cache_dir)
+        run = open_session(ort_file, specs, threads, options)
+        return LocalModel(run, dict(device=device.name, runtime=RUNTIME, runtime_version=ort.__version__,
+                                    precision="fp32", threads=threads, batch=options.batch,
+                                    input_shape=specs_text(specs)),
+                          (f"desktop proxy: ORT format converted with --target_platform {target}",
+                           f"ort_file={ort_file.name}"))
+
+    def build_artifact(self, onnx_path: Path, device: DeviceProfile, out_dir: Path, options: MeasureOptions,
+                       ort_platform: str = "arm") -> Artifact:
+        return ort_artifact(onnx_path, out_dir, ort_platform)
 
 
 @dataclass(frozen=True)
@@ -139,40 +163,51 @@ def perf_test_command(binary: str, model: str, runs: int, threads: int) -> list[
     return [binary, "-e", "cpu", "-m", "times", "-r", str(runs), "-x", str(threads), "-y", "1", "-I", "-s", model]
 
 
-def measure_adb(path: Path, device: DeviceProfile, opts: MeasureOptions) -> Measurement:
-    """Push the arm ORT-format model to the phone and time it there with onnxruntime_perf_test."""
-    import onnxruntime as ort
+class AdbBackend(Backend):
+    """``ort-mobile`` on a phone over adb: the arm ORT-format model timed there by onnxruntime_perf_test."""
 
-    from slimda.profilers.adb import AdbTarget
+    name = "ort-format-adb"
 
-    specs = input_specs(path, opts.batch, opts.resolution)
-    if any(s.dynamic for s in specs) and (opts.batch != 1 or opts.resolution is not None):
-        raise ConfigError("onnxruntime_perf_test -I sets every free dimension to 1: export the model with "
-                          "fixed input shapes to profile another batch or resolution on a phone")
-    threads = opts.threads_for(device) or 1
-    phone = AdbTarget(opts.adb_serial, opts.adb_path)
-    binary = opts.perf_test_path
-    if phone.run(["test", "-x", binary]).returncode != 0:
-        raise ConfigError(
-            f"onnxruntime_perf_test not found (or not executable) at {binary} on adb device {opts.adb_serial}. "
-            "Build it for Android (ONNX Runtime ./build.sh --android --android_abi arm64-v8a ... "
-            "--build_shared_lib), then `adb push` onnxruntime_perf_test and libonnxruntime.so to "
-            f"{str(Path(binary).parent)} and `adb shell chmod +x {binary}`, or pass its path.")
-    ort_file = convert_to_ort(path, "arm", opts.cache_dir)
-    remote = f"{PHONE_DIR}/{ort_file.name}"
-    phone.run(["mkdir", "-p", PHONE_DIR], check=True)
-    phone.push(ort_file, remote)
-    command = perf_test_command(binary, remote, max(opts.min_runs, 1), threads)
-    result = phone.run(command, timeout=opts.timeout_s, env={"LD_LIBRARY_PATH": str(Path(binary).parent)})
-    if result.returncode != 0:
-        raise SlimdaError(f"onnxruntime_perf_test failed on {opts.adb_serial} (exit {result.returncode}): "
-                          f"{result.command}\n{result.tail()}")
-    stats = parse_perf_test_output(result.output).to_stats()
-    return Measurement(
-        device=device.name, runtime="onnxruntime-ort-format", runtime_version="onnxruntime_perf_test (device)",
-        precision="fp32", threads=threads, batch=opts.batch, input_shape=specs_text(specs),
-        host=f"adb:{opts.adb_serial}", stats=stats,
-        notes=join_notes(f"ORT format converted for arm with onnxruntime {ort.__version__}",
-                         "perf_test: 1 built-in warm-up run, -m times -r "
-                         f"{max(opts.min_runs, 1)}; std/cv not reported", f"command={result.command}"),
-    )
+    def handles(self, device: DeviceProfile, options: MeasureOptions) -> bool:
+        return device.runtime == RUNTIME and options.adb is not None
+
+    def measure(self, path: Path, device: DeviceProfile, options: MeasureOptions) -> Measurement:
+        import onnxruntime as ort
+
+        adb = options.adb
+        assert adb is not None  # handles() saw to it
+        specs = input_specs(path, options.batch, options.resolution)
+        if any(s.dynamic for s in specs) and (options.batch != 1 or options.resolution is not None):
+            raise ConfigError("onnxruntime_perf_test -I sets every free dimension to 1: export the model with "
+                              "fixed input shapes to profile another batch or resolution on a phone")
+        threads = options.threads_for(device) or 1
+        phone = AdbTarget(adb.serial, adb.adb_path)
+        binary = adb.perf_test_path
+        if phone.run(["test", "-x", binary]).returncode != 0:
+            raise ConfigError(
+                f"onnxruntime_perf_test not found (or not executable) at {binary} on adb device {adb.serial}. "
+                "Build it for Android (ONNX Runtime ./build.sh --android --android_abi arm64-v8a ... "
+                "--build_shared_lib), then `adb push` onnxruntime_perf_test and libonnxruntime.so to "
+                f"{str(Path(binary).parent)} and `adb shell chmod +x {binary}`, or pass its path.")
+        ort_file = convert_to_ort(path, "arm", options.cache_dir)
+        remote = f"{PHONE_DIR}/{ort_file.name}"
+        phone.run(["mkdir", "-p", PHONE_DIR], check=True)
+        phone.push(ort_file, remote)
+        command = perf_test_command(binary, remote, max(options.min_runs, 1), threads)
+        result = phone.run(command, timeout=adb.timeout_s, env={"LD_LIBRARY_PATH": str(Path(binary).parent)})
+        if result.returncode != 0:
+            raise SlimdaError(f"onnxruntime_perf_test failed on {adb.serial} (exit {result.returncode}): "
+                              f"{result.command}\n{result.tail()}")
+        stats = parse_perf_test_output(result.output).to_stats()
+        return Measurement(
+            device=device.name, runtime=RUNTIME, runtime_version="onnxruntime_perf_test (device)",
+            precision="fp32", threads=threads, batch=options.batch, input_shape=specs_text(specs),
+            host=f"adb:{adb.serial}", stats=stats,
+            notes=join_notes(f"ORT format converted for arm with onnxruntime {ort.__version__}",
+                             "perf_test: 1 built-in warm-up run, -m times -r "
+                             f"{max(options.min_runs, 1)}; std/cv not reported", f"command={result.command}"),
+        )
+
+    def build_artifact(self, onnx_path: Path, device: DeviceProfile, out_dir: Path, options: MeasureOptions,
+                       ort_platform: str = "arm") -> Artifact:
+        return ort_artifact(onnx_path, out_dir, ort_platform)

@@ -10,7 +10,8 @@ or ``cuda.cudart`` in older releases), as TensorRT's own Python samples do.
 TensorRT 11 removed the precision builder flags (strongly typed networks only); there fp16 needs an fp16
 model (ModelOpt AutoCast), which this module checks instead of setting a flag that no longer exists.
 Neither TensorRT nor a GPU is available where slimda is developed: this path is exercised only on a
-machine that has them; without ``tensorrt`` it raises a ``ConfigError`` saying how to install it.
+machine that has them; without ``tensorrt`` it raises a ``ConfigError`` saying how to install it. The
+deployed artefact is the engine this host's builder makes.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from slimda.errors import ConfigError, SlimdaError
+from slimda.profilers.base import Artifact, Backend, Measurement, host_name, join_notes, loop_note
+from slimda.profilers.config import MeasureOptions
 from slimda.profilers.devices import DeviceProfile
-from slimda.profilers.measurement import Measurement, MeasureOptions, host_name, join_notes, loop_note
-from slimda.profilers.onnxinfo import float_precision, input_specs, random_feed
-from slimda.profilers.ort_cpu import specs_text
+from slimda.profilers.onnxinfo import float_precision, input_specs, random_feed, specs_text
 from slimda.profilers.stats import compute_stats
+from slimda.tables import atomic_output
+
+RUNTIME = "tensorrt-python"
 
 INSTALL_HINT = ("install NVIDIA's TensorRT and CUDA Python wheels on a machine with an NVIDIA GPU and driver: "
                 "pip install --extra-index-url https://pypi.nvidia.com tensorrt cuda-python "
@@ -147,17 +151,35 @@ def _event_loop(run_once, opts: MeasureOptions) -> tuple[list[float], bool]:
             return latencies, False
 
 
-def measure_tensorrt(path: Path, device: DeviceProfile, opts: MeasureOptions) -> Measurement:
-    trt = import_tensorrt()
-    import_cudart()
-    precision = opts.precision_for(device)
-    specs = input_specs(path, opts.batch, opts.resolution)
-    serialized = build_serialized_engine(path, precision, opts.workspace_mib)
-    latencies, complete = time_engine(serialized, random_feed(specs, opts.seed),
-                                      {s.name: s.shape for s in specs}, opts)
-    return Measurement(
-        device=device.name, runtime="tensorrt-python", runtime_version=trt.__version__, precision=precision,
-        threads=None, batch=opts.batch, input_shape=specs_text(specs), host=host_name(),
-        stats=compute_stats(latencies),
-        notes=join_notes("CUDA events around execute_async_v3 (GPU time)", loop_note(complete, opts)),
-    )
+class TensorRTBackend(Backend):
+    """The ``tensorrt`` device on this host's GPU (with an ssh host, ``TrtexecBackend`` serves it)."""
+
+    name = "tensorrt-python"
+
+    def handles(self, device: DeviceProfile, options: MeasureOptions) -> bool:
+        return device.runtime == RUNTIME
+
+    def measure(self, path: Path, device: DeviceProfile, options: MeasureOptions) -> Measurement:
+        trt = import_tensorrt()
+        import_cudart()
+        precision = options.precision_for(device)
+        specs = input_specs(path, options.batch, options.resolution)
+        serialized = build_serialized_engine(path, precision, options.tensorrt.workspace_mib)
+        latencies, complete = time_engine(serialized, random_feed(specs, options.seed),
+                                          {s.name: s.shape for s in specs}, options)
+        return Measurement(
+            device=device.name, runtime=RUNTIME, runtime_version=trt.__version__, precision=precision,
+            threads=None, batch=options.batch, input_shape=specs_text(specs), host=host_name(),
+            stats=compute_stats(latencies),
+            notes=join_notes("CUDA events around execute_async_v3 (GPU time)", loop_note(complete, options)),
+        )
+
+    def build_artifact(self, onnx_path: Path, device: DeviceProfile, out_dir: Path, options: MeasureOptions,
+                       ort_platform: str = "arm") -> Artifact:
+        precision = options.precision_for(device)
+        engine = build_serialized_engine(onnx_path, precision, options.tensorrt.workspace_mib)
+        final = out_dir / "model.engine"
+        with atomic_output(final) as partial:
+            partial.write_bytes(engine)
+        return Artifact("tensorrt-engine", final, notes={"tensorrt_version": import_tensorrt().__version__,
+                                                         "precision": precision})

@@ -1,8 +1,7 @@
-"""TensorRT's ``trtexec`` on a Jetson (or any NVIDIA box) over ssh: command lines, parsing, engines.
+"""TensorRT's ``trtexec`` as text: its flags per TensorRT version, and its console log and ``--exportTimes``.
 
-Nothing of ours runs on the device: the ONNX file is copied there, ``trtexec`` builds and times it, and
-its console summary (plus the per-query JSON of ``--exportTimes`` when it can be read back) becomes the
-``LatencyStats``. The flags differ per TensorRT version; what this module relies on:
+Pure functions (no device, no I/O); ``slimda.profilers.backends.trtexec`` runs them on a Jetson over ssh.
+The flags differ per TensorRT version; what this module relies on:
 
 - 8.2 (JetPack 4.6, Jetson Nano): ``--workspace=N`` (MiB), ``--fp16``, ``--buildOnly``,
   ``--percentile=P`` (one value), ``--warmUp=ms --duration=s --iterations=N --avgRuns=N``,
@@ -25,27 +24,19 @@ its console summary (plus the per-query JSON of ``--exportTimes`` when it can be
   TensorRT 11.3/11.4, so Jetsons stay on 10.x for now.
 
 We never pass ``--noDataTransfers`` or ``--useCudaGraph`` (their meaning changed across versions, DESIGN
-§2.4): the default metric, ``GPU Compute Time``, excludes host/device copies anyway; ``trt_metric="latency"``
-reads ``Latency`` (H2D + compute + D2H) instead.
+§2.4): the default metric, ``GPU Compute Time``, excludes host/device copies anyway; the ``latency`` metric
+(``TensorRTOptions.metric``) reads ``Latency`` (H2D + compute + D2H) instead.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
-import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from slimda.errors import ConfigError, SlimdaError
-from slimda.profilers.devices import JETPACK_TRTEXEC, DeviceProfile
-from slimda.profilers.measurement import Measurement, MeasurementError, MeasureOptions, join_notes
-from slimda.profilers.onnxinfo import float_precision, input_specs, shape_text
-from slimda.profilers.ort_cpu import specs_text
-from slimda.profilers.remote import remote_model_path
-from slimda.profilers.stats import LatencyStats, compute_stats
-from slimda.profilers.transport import TransportError
+from slimda.profilers.onnxinfo import InputSpec, shape_text
+from slimda.profilers.stats import LatencyStats
 
 TrtVersion = tuple[int, int, int]
 
@@ -129,7 +120,7 @@ def precision_flags(version: TrtVersion, precision: str) -> list[str]:
     return ["--noTF32"]
 
 
-def shapes_arg(specs) -> str | None:
+def shapes_arg(specs: list[InputSpec]) -> str | None:
     """``--shapes`` value when the model has symbolic dimensions (trtexec needs concrete ones)."""
     if not any(s.dynamic for s in specs):
         return None
@@ -222,167 +213,3 @@ def parse_times_json(text: str, metric: str = "gpu_compute", expected: int | Non
     if expected and len(values) > expected:
         values = values[-expected:]
     return values
-
-
-# ------------------------------------------------------------------------------------------------ on device
-
-
-def missing_trtexec_message(host: str, trtexec: str, command: str) -> str:
-    return (f"trtexec not found at {trtexec} on {host} (command: {command}). JetPack installs it at "
-            f"{JETPACK_TRTEXEC} (apt package tensorrt / libnvinfer-bin); pass --trtexec PATH if it lives "
-            "elsewhere on the device.")
-
-
-def _is_missing(result, trtexec: str) -> bool:
-    text = result.output
-    return result.returncode == 127 or (
-        result.returncode != 0 and trtexec in text and ("not found" in text or "No such file" in text))
-
-
-def detect_trt_version(target, trtexec: str = JETPACK_TRTEXEC) -> TrtVersion:
-    """Ask the device: the banner of ``trtexec --help``, else the ``tensorrt`` Debian package version."""
-    result = target.run([trtexec, "--help"], timeout=120)
-    if _is_missing(result, trtexec):
-        raise TransportError(missing_trtexec_message(target.host, trtexec, result.command))
-    version = version_from_output(result.output)
-    if version:
-        return version
-    for package in ("tensorrt", "libnvinfer-bin"):
-        dpkg = target.run(["dpkg-query", "-W", "-f=${Version}", package], timeout=60)
-        if dpkg.returncode == 0 and dpkg.stdout.strip():
-            return parse_version(dpkg.stdout.strip())
-    raise SlimdaError(f"cannot tell the TensorRT version on {target.host} (no banner from {trtexec} --help, "
-                      "no tensorrt package): pass --trt-version, e.g. --trt-version 8.2")
-
-
-def require_host(device: DeviceProfile, opts: MeasureOptions):
-    if not opts.host:
-        raise ConfigError(
-            f"{device.name} is profiled on the device itself over ssh: add --host user@jetson (key login "
-            f"without a password; --port/--identity if needed). trtexec is expected at {opts.trtexec_path} "
-            f"(JetPack's {JETPACK_TRTEXEC}; --trtexec PATH otherwise), and --trt-version skips version "
-            "detection. Nothing else needs to be installed on the device.")
-    return opts.ssh_target()
-
-
-@dataclass(frozen=True)
-class _Plan:
-    target: object
-    version: TrtVersion
-    precision: str
-    remote_onnx: str
-    shapes: str | None
-    specs: list
-    notes: str
-
-
-def _plan(path: Path, device: DeviceProfile, opts: MeasureOptions) -> _Plan:
-    if not path.is_file():
-        raise SlimdaError(f"ONNX file not found: {path}")
-    target = require_host(device, opts)
-    specs = input_specs(path, opts.batch, opts.resolution)
-    notes = ""
-    if opts.trt_version:
-        version = parse_version(opts.trt_version)
-    else:
-        try:
-            version = detect_trt_version(target, opts.trtexec_path)
-        except TransportError:
-            raise
-        except SlimdaError:
-            if not device.trt_version:
-                raise
-            version = parse_version(device.trt_version)  # e.g. the Nano's last JetPack ships TensorRT 8.2
-            notes = f"TensorRT version not detected; assumed {device.trt_version} for {device.name}"
-    requested = opts.precision_for(device)
-    if version[0] >= 11:
-        model_precision = float_precision(path)
-        if requested != model_precision:
-            raise ConfigError(
-                f"TensorRT {version_text(version)} builds strongly typed networks only (no --fp16/--bf16): "
-                f"the model is {model_precision} but {requested} was asked. Convert it offline "
-                "(python -m modelopt.onnx.autocast --onnx_path model.onnx) or ask for --precision "
-                f"{model_precision}.")
-        notes = join_notes(notes, "TensorRT 11: strongly typed, precision from the model")
-    elif requested == "fp16":
-        notes = join_notes(notes, "--fp16 allows fp16 kernels; TensorRT keeps fp32 where faster or required")
-    remote_onnx = remote_model_path(path, opts.remote_dir)
-    target.put(path, remote_onnx)
-    return _Plan(target, version, requested, remote_onnx, shapes_arg(specs), specs, notes)
-
-
-def _run_checked(plan: _Plan, argv: list[str], opts: MeasureOptions, device: DeviceProfile):
-    result = plan.target.run(argv, timeout=opts.timeout_s)
-    if _is_missing(result, opts.trtexec_path):
-        raise TransportError(missing_trtexec_message(plan.target.host, opts.trtexec_path, result.command))
-    if result.returncode != 0:
-        raise MeasurementError(f"{device.name}: trtexec failed on {plan.target.host} (exit {result.returncode}): "
-                               f"{result.command}\n{result.tail()}")
-    return result
-
-
-def measure_trtexec(path: Path, device: DeviceProfile, opts: MeasureOptions) -> Measurement:
-    """Build and time ``path`` with trtexec on the ssh host; statistics of ``opts.trt_metric``."""
-    plan = _plan(path, device, opts)
-    times_file = f"{plan.remote_onnx}.{uuid.uuid4().hex[:8]}.times.json"
-    argv = trtexec_command(
-        opts.trtexec_path, plan.version, onnx=plan.remote_onnx, precision=plan.precision,
-        workspace_mib=opts.workspace_mib, warmup_ms=opts.trt_warmup_ms, duration_s=max(1, math.ceil(opts.min_time_s)),
-        iterations=opts.min_runs, export_times=times_file, shapes=plan.shapes)
-    result = _run_checked(plan, argv, opts, device)
-    summary = parse_trtexec_output(result.output)
-    _, estimated = summary.runs()
-    stats, source = summary.to_stats(opts.trt_metric), "trtexec summary"
-    times_text = plan.target.read_text(times_file)
-    if times_text:
-        try:
-            values = parse_times_json(times_text, opts.trt_metric, summary.queries)
-            if values:
-                stats, source, estimated = compute_stats(values), "per-query --exportTimes", False
-        except (ValueError, KeyError, TypeError):
-            pass
-    plan.target.run(["rm", "-f", times_file], timeout=60)
-    version = summary.version or plan.version
-    return Measurement(
-        device=device.name, runtime="tensorrt-trtexec", runtime_version=version_text(version),
-        precision=plan.precision, threads=None, batch=opts.batch, input_shape=specs_text(plan.specs),
-        host=plan.target.host, stats=stats,
-        notes=join_notes(f"metric={METRIC_LINES[opts.trt_metric]}", f"stats from {source}",
-                         "runs estimated from throughput x walltime" if estimated else "", plan.notes,
-                         f"command={result.command}"),
-    )
-
-
-@dataclass(frozen=True)
-class EngineBuild:
-    """A TensorRT engine built on the device; ``local_path`` is set when it was copied back."""
-
-    remote_path: str
-    local_path: Path | None
-    trt_version: str
-    precision: str
-    command: str
-    log_tail: str
-
-
-def build_engine(onnx_path: str | Path, device: DeviceProfile | str, options: MeasureOptions | None = None,
-                 remote_engine: str | None = None, local_engine: str | Path | None = None) -> EngineBuild:
-    """Build a serialised engine with ``trtexec --saveEngine`` on the device (no timing), for deployment.
-
-    The engine stays at ``remote_engine`` (default: next to the uploaded ONNX, ``.engine``) and is copied
-    to ``local_engine`` when given. Engines are specific to the GPU and TensorRT version that built them.
-    """
-    from slimda.profilers.devices import get_device
-
-    dev = get_device(device)
-    opts = options or MeasureOptions()
-    path = Path(onnx_path)
-    plan = _plan(path, dev, opts)
-    engine = remote_engine or str(Path(plan.remote_onnx).with_suffix(".engine"))
-    argv = trtexec_command(opts.trtexec_path, plan.version, onnx=plan.remote_onnx, precision=plan.precision,
-                           workspace_mib=opts.workspace_mib, save_engine=engine, shapes=plan.shapes,
-                           build_only=True)
-    result = _run_checked(plan, argv, opts, dev)
-    local = plan.target.get(engine, local_engine) if local_engine else None
-    return EngineBuild(engine, local, version_text(version_from_output(result.output) or plan.version),
-                       plan.precision, result.command, result.tail(5))

@@ -1,0 +1,106 @@
+"""Options that several commands share: "how to measure" and "remote targets" (slimda-profile and
+slimda-deploy), devices and target scoring (slimda deploy, bench, eval)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from slimda.errors import ConfigError
+from slimda.profilers.config import PERF_TEST_PATH, AdbOptions, MeasureOptions, SSHOptions, TensorRTOptions
+from slimda.profilers.devices import JETPACK_TRTEXEC
+
+if TYPE_CHECKING:
+    from slimda.deploy.setup import TargetScoring
+
+
+def add_measure_arguments(parser: argparse.ArgumentParser, resolution: bool = True) -> None:
+    """The "how to measure" and "remote targets" options (slimda-deploy re-measures with the same ones)."""
+    how = parser.add_argument_group("how to measure")
+    how.add_argument("--threads", type=int, help="CPU threads (intra-op threads / INFERENCE_NUM_THREADS); "
+                     "default: the device profile's (1)")
+    how.add_argument("--precision", choices=("fp32", "fp16", "bf16"),
+                     help="inference precision; default: the device's (fp32 on CPUs, fp16 on Jetsons/TensorRT). "
+                     "The precision actually used is what the row records")
+    if resolution:
+        how.add_argument("--resolution", metavar="HxW", help="input height x width for models with a symbolic "
+                         "spatial size (and the bank's input size with --bank), e.g. 224x224 or 224")
+        how.add_argument("--batch", type=int, default=1, help="batch size of the timed input (default: 1)")
+    how.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default: 10)")
+    how.add_argument("--min-runs", type=int, default=50,
+                     help="timed runs at least (default: 50); trtexec --iterations, perf_test -r")
+    how.add_argument("--min-time", type=float, default=1.0, metavar="SECONDS",
+                     help="time the model for at least this long (default: 1.0); trtexec --duration")
+
+    remote = parser.add_argument_group("remote targets")
+    remote.add_argument("--host", metavar="USER@ADDR", help="ssh target: the Jetson for jetson-* devices, or a "
+                        "CPU box (slimda + runtime installed there) for cpu-* devices. Key login, no password")
+    remote.add_argument("--port", type=int, help="ssh port (default: 22 or ~/.ssh/config)")
+    remote.add_argument("--identity", metavar="KEYFILE", help="ssh private key file")
+    remote.add_argument("--remote-python", default="python3",
+                        help="interpreter with slimda installed on --host, for cpu-* devices (default: python3)")
+    remote.add_argument("--adb", metavar="SERIAL", help="phone for ort-mobile, as `adb devices` lists it")
+    remote.add_argument("--perf-test", metavar="PATH", default=PERF_TEST_PATH,
+                        help=f"onnxruntime_perf_test on the phone (default: {PERF_TEST_PATH})")
+    remote.add_argument("--trt-version", metavar="X.Y", help="TensorRT version on the device (8.2, 8.6, 10.3...): "
+                        "picks the trtexec flags; default: detected from trtexec's banner or dpkg")
+    remote.add_argument("--trtexec", metavar="PATH", default=JETPACK_TRTEXEC,
+                        help=f"trtexec on the device (default: JetPack's {JETPACK_TRTEXEC})")
+
+
+def parse_resolution(text: str | None) -> tuple[int, int] | None:
+    """``"224x160"`` -> (224, 160); ``"224"`` -> (224, 224)."""
+    if not text:
+        return None
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or min(values) < 1:
+        raise ConfigError(f"--resolution must look like 224x224 or 224; got {text!r}")
+    return values[0], values[1]
+
+
+def options_from_args(args: argparse.Namespace) -> MeasureOptions:
+    """``MeasureOptions`` from the parsed "how to measure" and "remote targets" options."""
+    ssh = SSHOptions(args.host, args.port, args.identity, remote_python=args.remote_python) if args.host else None
+    adb = AdbOptions(args.adb, perf_test_path=args.perf_test) if args.adb else None
+    return MeasureOptions(
+        threads=args.threads, precision=args.precision, batch=getattr(args, "batch", 1),
+        resolution=parse_resolution(getattr(args, "resolution", None)), warmup=args.warmup, min_runs=args.min_runs,
+        min_time_s=args.min_time, ssh=ssh, adb=adb,
+        tensorrt=TensorRTOptions(trt_version=args.trt_version, trtexec_path=args.trtexec),
+    )
+
+
+# ------------------------------------------------------------------- devices and target scoring (deploy, bench, eval)
+
+def devices_from_args(values: list[str] | None) -> list[str]:
+    """Device names from repeated or comma-separated ``--device`` values (default: cpu-onnxruntime), once each."""
+    names = [n.strip() for v in (values or ["cpu-onnxruntime"]) for n in v.split(",") if n.strip()]
+    return list(dict.fromkeys(names))
+
+
+def add_target_scoring_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                                 calibration_default: int = 512, score_images: bool = True) -> None:
+    """How target images are used to score sub-networks (slimda eval, deploy and bench share these)."""
+    from slimda.select.upem import DEFAULT_DISTANCE, DISTANCES
+
+    parser.add_argument("--distance", choices=DISTANCES, default=DEFAULT_DISTANCE,
+                        help=f"UPEM distance (default: {DEFAULT_DISTANCE})")
+    parser.add_argument("--calibration-images", type=int, default=calibration_default,
+                        help=f"target images that recalibrate BatchNorm (default: {calibration_default})")
+    if score_images:
+        parser.add_argument("--score-images", type=int, default=1024,
+                            help="target images UPEM (and accuracy) are computed on; 0 = all (default: 1024)")
+
+
+def target_scoring_from_args(args: argparse.Namespace) -> TargetScoring:
+    """``TargetScoring`` from ``--target``, the scoring options above, ``--head`` (if any) and ``--seed``."""
+    from slimda.deploy.setup import TargetScoring
+
+    return TargetScoring(args.target, getattr(args, "head", None), args.distance, args.calibration_images,
+                         args.score_images, args.seed)

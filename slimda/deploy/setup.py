@@ -1,0 +1,62 @@
+"""Opening a trained bank for deployment or reports: the bank and its run folder, the target images that
+score its sub-networks, and the ``Deployer`` wired from them. slimda deploy, bench and quickstart share it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from slimda.deploy.deployer import Deployer, DeployOptions
+from slimda.model.bank import BankMeta, ModelBank, load_bank
+from slimda.select.evaluate import TargetScorer, load_target_images
+from slimda.select.upem import DEFAULT_DISTANCE
+
+
+@dataclass(frozen=True)
+class TargetScoring:
+    """Which target images score sub-networks (UPEM; accuracy too when labelled), and how."""
+
+    target: str  # a built-in domain name or a folder of images
+    head: str | None = None  # test-time head scored and exported; None: the bank's own
+    distance: str = DEFAULT_DISTANCE
+    calibration_images: int = 512  # recalibrate BatchNorm
+    score_images: int = 1024  # UPEM (and accuracy) are computed on these; 0 = all
+    seed: int = 0  # chooses the images
+
+
+@dataclass(frozen=True)
+class BankRun:
+    """A trained bank and where it lives: ``run_dir`` holds its latency tables and default outputs."""
+
+    bank: ModelBank
+    meta: BankMeta
+    run_dir: Path
+    bank_file: Path
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> BankRun:
+        """A run directory written by slimda-train, or its ``bank.pt``."""
+        path = Path(path)
+        bank, meta = load_bank(path)
+        run_dir = path if path.is_dir() else path.parent
+        return cls(bank, meta, run_dir, run_dir / "bank.pt" if path.is_dir() else path)
+
+    def scorer(self, scoring: TargetScoring) -> TargetScorer:
+        """The target images loaded and preprocessed as the bank was trained, ready to score sub-networks."""
+        target = load_target_images(scoring.target, self.meta, scoring.calibration_images, scoring.score_images,
+                                    seed=scoring.seed)
+        return TargetScorer(self.bank, target, scoring.head or self.meta.test_head, scoring.distance)
+
+    def deployer(self, scorer: TargetScorer, options: DeployOptions, out: str | os.PathLike | None = None) -> Deployer:
+        """A ``Deployer`` of this bank scored by ``scorer``, writing to ``out`` (default RUN/deploy)."""
+        out_dir = Path(out) if out is not None else self.run_dir / "deploy"
+        return Deployer(self.bank, self.meta, self.run_dir, scorer, out_dir, options, self.bank_file)
+
+
+def open_deployer(bank: str | os.PathLike, scoring: TargetScoring, options: DeployOptions,
+                  out: str | os.PathLike | None = None) -> Deployer:
+    """Load the bank (run directory or bank.pt) and the target images, and wire a ``Deployer`` from them."""
+    run = BankRun.open(bank)
+    return run.deployer(run.scorer(scoring), options, out)
