@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from slimda.select.evaluate import evaluate_configs, image_batches
+from slimda.data.loading import image_batches
+from slimda.select.evaluate import evaluate_configs
 from slimda.tables import print_table, write_csv_atomic
 from slimda.train.config import TrainConfig
 from slimda.train.trainer import Trainer

@@ -22,10 +22,11 @@ import torch
 from scipy.stats import kendalltau, spearmanr
 
 from slimda.data.domains import load_domain
+from slimda.data.loading import image_batches
 from slimda.model.bank import load_bank
 from slimda.model.cost import count_flops
 from slimda.model.heads import HEADS
-from slimda.select.evaluate import head_probabilities, image_batches, predict
+from slimda.select.evaluate import head_probabilities, predict
 from slimda.select.upem import DISTANCES, upem
 from slimda.tables import print_table, write_csv_atomic
 from slimda.train.config import TrainConfig

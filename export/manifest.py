@@ -10,7 +10,6 @@ that order, and ``from_dict`` / ``read_manifest`` read them back.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 from slimda.data.preprocessing import Preprocessing
 from slimda.errors import SlimdaError
 from slimda.select.budget import Budgets
+from slimda.tables import sha256_file
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -37,11 +37,14 @@ MANIFEST_KEYS: tuple[str, ...] = (
     "upem", "upem_distance", "target_acc", "target_acc_note", "flops_m", "params_m", "head",
     # how to feed the model and read its output
     "input_name", "output_name", "output", "input_shape", "channels", "mean", "std", "input_size", "pixel_scale",
-    "class_names",
+    "resize", "preprocess", "class_names",
     # the files and what produced them
     "opset", "onnx_parity", "artifact", "files", "versions", "bank", "target", "search", "attempts",
     "deploy_seconds", "deployed_at", "dir",
 )
+
+# Keys that manifests of older slimda versions lack; they read back with their defaults.
+_ADDED_LATER = frozenset({"latency_tolerance", "preprocess", "resize"})
 
 # Keys every manifest holds; tests and fleet tools rely on them.
 REQUIRED_KEYS: tuple[str, ...] = (
@@ -50,15 +53,6 @@ REQUIRED_KEYS: tuple[str, ...] = (
 )
 
 _DISTRIBUTIONS = ("slimda", "torch", "onnx", "onnxruntime", "openvino", "tensorrt", "fvcore")
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def file_records(paths: Iterable[Path], root: Path) -> dict[str, dict[str, object]]:
@@ -170,12 +164,13 @@ class InputRecipe:
         return {"input_name": self.input_name, "output_name": self.output_name,
                 "input_shape": list(self.input_shape), "channels": prep["channels"], "mean": prep["mean"],
                 "std": prep["std"], "input_size": prep["size"], "pixel_scale": PIXEL_SCALE,
+                "preprocess": self.preprocessing.recipe(), "resize": prep["resize"],
                 "class_names": list(self.class_names)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, object]) -> InputRecipe:
         prep = Preprocessing.from_dict({"size": d["input_size"], "channels": d["channels"], "mean": d["mean"],
-                                        "std": d["std"]})
+                                        "std": d["std"], "resize": d.get("resize")})
         return cls(tuple(d["input_shape"]), prep, tuple(d["class_names"]),  # type: ignore[arg-type]
                    str(d["input_name"]), str(d["output_name"]))
 
@@ -318,7 +313,7 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
     if path.is_dir():
         path = path / MANIFEST_NAME
     data = json.loads(path.read_text())
-    missing = [k for k in MANIFEST_KEYS if k not in data and k != "latency_tolerance"]
+    missing = [k for k in MANIFEST_KEYS if k not in data and k not in _ADDED_LATER]
     if missing:
         raise SlimdaError(f"{path} lacks {', '.join(missing)}: it was not written by slimda-deploy")
     return Manifest.from_dict(data)

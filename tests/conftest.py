@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -28,3 +30,31 @@ def randomise_batchnorm(module: torch.nn.Module, seed: int = 0) -> None:
 def rng_seed() -> int:
     torch.manual_seed(0)
     return 0
+
+
+@pytest.fixture(scope="session")
+def photo_domains(tmp_path_factory):
+    """Two labelled JPEG photo domains (source, target) made from scikit-learn's sample photos."""
+    from slimda.data.sample_photos import make_photo_domains
+
+    return make_photo_domains(tmp_path_factory.mktemp("photos"))
+
+
+@contextlib.contextmanager
+def training_killed_at(step: int):
+    """Inside: a training run is interrupted (KeyboardInterrupt) when it reaches ``step``, as Ctrl-C would."""
+    from slimda.train.trainer import Trainer
+
+    original = Trainer.train_step
+
+    def killed(self, at, *args, **kwargs):
+        if at == step:
+            raise KeyboardInterrupt
+        return original(self, at, *args, **kwargs)
+
+    Trainer.train_step = killed
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        Trainer.train_step = original

@@ -105,7 +105,7 @@ def test_builtin_dataset_indices_select_the_same_items(digits: Domain) -> None:
 
 def test_train_augmentation_keeps_shape_and_label(digits: Domain) -> None:
     prep = harmonise(digits, digits, size=16)
-    x, y = digits.dataset(prep, indices=[0], train=True)[0]
+    x, y = digits.dataset(prep, indices=[0], augment="crop-flip")[0]
     assert x.shape == (1, 16, 16) and x.dtype == torch.float32 and y == digits.labels()[0]
 
 

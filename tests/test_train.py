@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import training_killed_at
 from slimda.errors import ConfigError, DataError, SlimdaError
 from slimda.model.bank import ModelBank, load_bank
 from slimda.select.upem import DISTANCES, upem
@@ -166,22 +167,13 @@ def test_short_run_lowers_source_loss_and_writes_outputs(tmp_path):
     assert meta.class_names == tuple(str(i) for i in range(10)) and meta.preprocessing.size == (28, 28)
 
 
-def test_resume_after_kill_equals_uninterrupted_run(tmp_path, monkeypatch):
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     cfg = TrainConfig(**TINY, target_labeled=2)  # DANN (default), soft labels and SEED all resume exactly
     Trainer(cfg, tmp_path / "full", progress=False).fit()
 
-    original = Trainer.train_step
-
-    def killed_at_6(self, step, model=None):
-        if step == 6:
-            raise KeyboardInterrupt
-        return original(self, step, model)
-
-    monkeypatch.setattr(Trainer, "train_step", killed_at_6)
-    with pytest.raises(KeyboardInterrupt):
+    with training_killed_at(6):
         Trainer(cfg, tmp_path / "cut", progress=False).fit()
     assert not (tmp_path / "cut" / "bank.pt").exists()
-    monkeypatch.setattr(Trainer, "train_step", original)
     with pytest.raises(SlimdaError, match="already holds a run"):
         Trainer(cfg, tmp_path / "cut", progress=False).fit()
     resumed = Trainer(cfg, tmp_path / "cut", progress=False)
@@ -306,3 +298,62 @@ def test_torchrun_two_processes_train_one_bank(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "weights identical on 2 ranks" in done.stderr
     assert (run / "bank.pt").exists()
+
+
+def test_mixed_precision_runs_the_forward_in_bf16_and_the_losses_in_float32(monkeypatch):
+    from slimda.train import trainer as trainer_module
+    from slimda.train.objectives.base import ModelOutputs
+
+    seen: dict[str, list] = {"heads": [], "ensemble": []}
+    to_float, ensemble = ModelOutputs.to_float, trainer_module.seed_ensemble
+
+    def spy_to_float(self):
+        seen["heads"].append(self.a.dtype)
+        return to_float(self)
+
+    def spy_ensemble(probs, *args):
+        seen["ensemble"] += [p.dtype for p in probs]
+        return ensemble(probs, *args)
+
+    monkeypatch.setattr(ModelOutputs, "to_float", spy_to_float)
+    monkeypatch.setattr(trainer_module, "seed_ensemble", spy_ensemble)
+    trainer = Trainer(TrainConfig(**TINY, amp="bf16"), "unused", progress=False)
+    assert trainer.amp_dtype == torch.bfloat16 and not trainer.scaler.is_enabled()
+    log = trainer.train_step(0)
+    assert all(torch.isfinite(torch.tensor(v)) for v in log.values())
+    assert set(seen["heads"]) == {torch.bfloat16} and set(seen["ensemble"]) == {torch.float32}
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # master weights stay float32
+    with pytest.raises(ConfigError, match="--amp fp16 needs a CUDA GPU"):
+        Trainer(TrainConfig(**TINY, amp="fp16"), "unused", progress=False)
+    assert Trainer(TrainConfig(**TINY), "unused", progress=False).amp_dtype is None  # auto: off on the CPU
+
+
+@pytest.mark.parametrize("labeled, seed", [(0, True), (2, True), (0, False)])
+def test_per_model_backward_gives_the_joint_steps_weights(labeled, seed):
+    """One backward per model (less memory) is the same optimisation step as one backward of the sum."""
+    weights = {}
+    for mode in ("joint", "per-model"):
+        trainer = Trainer(TrainConfig(**{**TINY, "model_batch": 3}, target_labeled=labeled, seed_ensemble=seed,
+                                      backward=mode), "unused", progress=False)
+        for step in range(2):
+            trainer.train_step(step)
+        weights[mode] = trainer.model.state_dict()
+    for name, joint in weights["joint"].items():
+        other = weights["per-model"][name]
+        assert torch.allclose(joint.float(), other.float(), rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_amp_step_of_a_resnet50_bank_is_finite(tmp_path):
+    import sys as _sys
+
+    _sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import make_photo_domains
+
+    source, target = make_photo_domains(tmp_path, per_class=8)
+    cfg = TrainConfig(source=str(source), target=str(target), arch="resnet50", batch_size=8, model_batch=4,
+                      iters=2, resolution=224, device="cuda", amp="auto", workers=2)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    assert trainer.amp_dtype in (torch.bfloat16, torch.float16)
+    log = trainer.train_step(0)
+    assert all(torch.isfinite(torch.tensor(v)) for v in log.values()), log

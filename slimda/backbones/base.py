@@ -72,18 +72,19 @@ class SlimBackbone(nn.Module):
     def feature_dim(self) -> int:
         return next(s.max_channels for s in self.sites if s.name == self.feature_site)
 
-    def load_torchvision_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
-        """Load a torchvision model's state dict (ImageNet weights brought as a file) at full width."""
+    def load_torchvision_state_dict(self, state_dict: Mapping[str, torch.Tensor],
+                                    source: str = "the state dict") -> tuple[str, ...]:
+        """Load a torchvision model's state dict (ImageNet weights brought as a file) at full width.
+
+        Its classifier is dropped (the bank has its own heads); any other key that does not fit is a
+        ``ConfigError`` naming it (and ``source``), and nothing is loaded then. Returns the keys dropped.
+        """
+        from slimda.model.pretrained import check_fit
+
         prefix = self.torchvision_classifier_prefix
         if prefix is None:
             raise ConfigError(f"{self.arch} has no torchvision counterpart to load weights from")
         features = {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
-        try:
-            result = self.load_state_dict(features, strict=False)
-        except RuntimeError as err:  # shape mismatches: another architecture's weights
-            raise ConfigError(f"state dict does not fit {self.arch}: {str(err).splitlines()[1].strip()}") from None
-        if result.missing_keys or result.unexpected_keys:
-            raise ConfigError(
-                f"state dict does not fit {self.arch}: missing {result.missing_keys[:5]}, "
-                f"unexpected {result.unexpected_keys[:5]}"
-            )
+        check_fit(self, features, self.arch, source)
+        self.load_state_dict(features)
+        return tuple(k for k in state_dict if k.startswith(prefix))

@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     search = parser.add_argument_group("search")
     search.add_argument("--head", choices=HEADS, help="test-time head exported and scored (default: the bank's)")
-    add_target_scoring_arguments(search)
+    add_target_scoring_arguments(search, plain_threads=False)
     search.add_argument("--population", type=int, default=24, help="search population (default: 24)")
     search.add_argument("--generations", type=int, default=8, help="search generations (default: 8)")
     search.add_argument("--seed", type=int, default=0, help="seed of the search and of the image choice")

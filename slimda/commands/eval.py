@@ -32,14 +32,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from slimda.data.loading import use_threads
     from slimda.model.bank import load_bank
     from slimda.model.heads import HEADS
     from slimda.select.evaluate import evaluate_configs, load_target_images, standard_configs
     from slimda.tables import print_table
 
+    use_threads(args.score_threads, "--threads")
     bank, meta = load_bank(args.bank)
     target = load_target_images(args.target, meta, args.calibration_images, batch_size=args.batch_size,
-                                seed=args.seed)
+                                seed=args.seed, workers=args.workers)
     if args.config:
         configs = [(c, bank.space.from_id(c)) for c in args.config]
     elif args.width:

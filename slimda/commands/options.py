@@ -85,8 +85,12 @@ def devices_from_args(values: list[str] | None) -> list[str]:
 
 
 def add_target_scoring_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
-                                 calibration_default: int = 512, score_images: bool = True) -> None:
-    """How target images are used to score sub-networks (slimda eval, deploy and bench share these)."""
+                                 calibration_default: int = 512, score_images: bool = True,
+                                 plain_threads: bool = True) -> None:
+    """How target images are used to score sub-networks (slimda eval, deploy and bench share these).
+
+    ``plain_threads``: ``--threads`` also names the scoring threads (not where it means the device's threads).
+    """
     from slimda.select.upem import DEFAULT_DISTANCE, DISTANCES
 
     parser.add_argument("--distance", choices=DISTANCES, default=DEFAULT_DISTANCE,
@@ -96,6 +100,13 @@ def add_target_scoring_arguments(parser: argparse.ArgumentParser | argparse._Arg
     if score_images:
         parser.add_argument("--score-images", type=int, default=1024,
                             help="target images UPEM (and accuracy) are computed on; 0 = all (default: 1024)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="DataLoader processes reading target images (0: in this process); default: 0 for the "
+                        "built-in digits, else the cores the threads leave, 1-8")
+    names = ("--score-threads", "--threads") if plain_threads else ("--score-threads",)
+    parser.add_argument(*names, dest="score_threads", type=int, metavar="N",
+                        help="torch's CPU threads for scoring sub-networks; default: half the cores, so a job beside "
+                        "it on the host does not make both collapse")
 
 
 def target_scoring_from_args(args: argparse.Namespace) -> TargetScoring:
@@ -103,4 +114,4 @@ def target_scoring_from_args(args: argparse.Namespace) -> TargetScoring:
     from slimda.deploy.setup import TargetScoring
 
     return TargetScoring(args.target, getattr(args, "head", None), args.distance, args.calibration_images,
-                         args.score_images, args.seed)
+                         getattr(args, "score_images", 0), args.seed, args.workers, args.score_threads)

@@ -19,14 +19,17 @@ unlabelled target). Under torchrun the same command trains one bank with Distrib
 examples:
   slimda-train --source mnist --target digits --iters 1500 --out runs/mnist2digits
   slimda-train --out runs/mnist2digits --resume              # continue a killed run
+  slimda-train --arch resnet50 --init resnet50-imagenet.pth --source office/amazon --target office/webcam \
+      --batch-size 32 --out runs/a2w                           # photos from ImageNet weights
   torchrun --nproc_per_node 2 -m slimda.cli train --out runs/ddp --iters 500
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from slimda.data.preprocessing import AUGMENTS
     from slimda.model.heads import HEADS
     from slimda.select.upem import DISTANCES
-    from slimda.train.config import LR_SCHEDULES
+    from slimda.train.config import AMP_MODES, BACKWARD_MODES, LR_SCHEDULES
     from slimda.train.objectives import objective_names
     from slimda.train.seed import CONFIDENCES
 
@@ -54,10 +57,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--confusion-weight", type=float, help="weight of the domain confusion loss (default: 1.0)")
     add("--batch-size", type=int, help="images per domain per step (default: 64)")
     add("--lr", type=float, help="initial SGD learning rate (default: 0.01)")
+    add("--init", metavar="FILE",
+        help="start from these weights: a torchvision state dict (.pth, with or without its classifier; e.g. "
+        "ImageNet weights saved with torch.save(model.state_dict(), FILE)) for resnet18/resnet50/mobilenet_v2, "
+        "or an earlier run's bank.pt (re-adapt a bank to a new target with the same classes). Read without "
+        "running pickled code; its SHA-256 goes into config.json")
+    add("--backbone-lr-mult", type=float, metavar="X",
+        help="backbone learning rate = X × --lr; heads and discriminator use --lr (default: 0.1 with --init, "
+        "as pretrained backbones are fine-tuned, else 1)")
     add("--lr-schedule", choices=LR_SCHEDULES, help="anneal: lr/(1+10p)^0.75 (default), cosine or constant")
     add("--seed", type=int, help="random seed (default: 0)")
     add("--device", help="cpu, cuda, cuda:N or auto (default: auto)")
-    add("--resolution", type=int, help="square input size (default: the larger native size; 224 for ImageNet nets)")
+    add("--resolution", type=int, help="square input size (default: the larger native size; 224 for ImageNet nets). "
+        "Photos are resized by their shorter side to resolution/0.875 and cropped to it")
+    add("--augment", choices=AUGMENTS,
+        help="training augmentation: crop-flip (random crop + horizontal flip, as SymNets trains), resized-crop-flip "
+        "(RandomResizedCrop + flip) or none; auto: crop-flip for photo folders, none for the digits (default: auto)")
+
+    speed = parser.add_argument_group("speed")
+    speed.add_argument("--workers", type=int, metavar="N",
+                       help="DataLoader processes decoding and augmenting images while the model computes (0: in the "
+                       "training process); default: 0 for the built-in digits, else the cores --threads leaves, 1-8")
+    speed.add_argument("--cache-images", action="store_true", default=None,
+                       help="decode and resize every image once and keep them in memory as uint8 (refused when that "
+                       "would take more than half the free memory); saves the JPEG decoding of every later epoch")
+    speed.add_argument("--threads", type=int, metavar="N",
+                       help="torch's CPU threads; default: half the cores, so a second job on the host (a table build, "
+                       "a deploy, another training) does not make both collapse")
+    speed.add_argument("--amp", choices=AMP_MODES,
+                       help="mixed precision of the forward passes (losses stay float32): bf16, fp16 (with loss "
+                       "scaling) or off; auto: bf16 on CUDA GPUs that have it, else fp16, off on the CPU. On the CPU "
+                       "bf16 runs CPU autocast and fp16 is refused (default: auto)")
+    speed.add_argument("--deterministic", action="store_true", default=None,
+                       help="reproducible CUDA kernels, so --resume ends with the uninterrupted run's exact weights on "
+                       "a GPU too (CPU runs are exact without it); costs speed, see benchmarks/train_throughput.py")
+    speed.add_argument("--backward", choices=BACKWARD_MODES,
+                       help="joint: one backward of the summed loss of the model batch; per-model: one backward per "
+                       "model, so only one model's activations are held (less GPU memory, plus one forward of the "
+                       "target images for SEED's ensemble) (default: joint)")
+    speed.add_argument("--print-every", type=int, metavar="N",
+                       help="steps between progress lines when the output is not a terminal (default: 100)")
     add("--checkpoint-every", type=int, help="steps between checkpoints (default: 250)")
     add("--log-every", type=int, help="steps between train_log.csv rows (default: 10)")
     add("--eval-distance", choices=DISTANCES, help="UPEM distance in eval.csv (default: kl)")
@@ -69,7 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve_config(args: argparse.Namespace):
     """The run's TrainConfig: defaults, overridden by the given options; on --resume the saved config."""
     from slimda.errors import SlimdaError
-    from slimda.train.config import TrainConfig
+    from slimda.train.config import RESUMABLE_CHANGES, TrainConfig
 
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
     if not args.resume:
@@ -79,8 +118,7 @@ def resolve_config(args: argparse.Namespace):
         raise SlimdaError(f"nothing to resume in {args.out}: it has no config.json")
     saved = json.loads(path.read_text())
     saved = {k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__}
-    changeable = {"device", "log_every", "checkpoint_every"}
-    differ = {k: (saved.get(k), v) for k, v in given.items() if k not in changeable and saved.get(k) != v}
+    differ = {k: (saved.get(k), v) for k, v in given.items() if k not in RESUMABLE_CHANGES and saved.get(k) != v}
     if differ:
         listed = ", ".join(f"--{k.replace('_', '-')} {new!r} (run has {old!r})" for k, (old, new) in differ.items())
         raise SlimdaError(f"--resume continues the run as configured; these options differ: {listed}")
@@ -88,6 +126,7 @@ def resolve_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from slimda.data.loading import default_threads
     from slimda.tables import print_table
     from slimda.train.distributed import init_distributed
     from slimda.train.trainer import Trainer
@@ -98,6 +137,12 @@ def run(args: argparse.Namespace) -> int:
         raise SlimdaError("--resume and --force contradict each other: pick one")
     cfg = resolve_config(args)
     cfg.validate()
+    if cfg.threads is None:  # a library Trainer keeps torch's threads; the command shares the host
+        cfg.threads = default_threads()
+    if cfg.init and not args.resume:  # a wrong file fails before minutes of data loading
+        from slimda.model.pretrained import read_weights_file
+
+        read_weights_file(cfg.init)
     init_distributed(cfg.device)
     trainer = Trainer(cfg, args.out, progress=True)
     summary = trainer.fit(resume=args.resume, force=args.force)

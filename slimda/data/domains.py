@@ -7,8 +7,9 @@ stored with the bank so that a deployed sub-network is fed exactly what it was t
 
 Built-in domains are small arrays: their datasets preprocess every image once into one tensor, because
 re-running PIL/torchvision per item dominates an epoch of a small CNN on a CPU. Folder domains are lazy and
-decode each image when it is asked for, because real folder domains (Office-31 style, thousands of photos)
-would not fit in memory once resized to 224x224 float tensors.
+decode each image when it is asked for (``slimda.data.images``), because real folder domains (Office-31 style,
+thousands of photos) would not fit in memory once resized to 224x224 float tensors; ``cache_images`` keeps them
+decoded as uint8 instead, when that fits.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from slimda.data.preprocessing import GREY_MEAN_STD, IMAGENET_MEAN_STD, Preprocessing
+from slimda.data.images import FolderDataset, build_cache, load_rgb_or_grey, probe
+from slimda.data.preprocessing import GREY_MEAN_STD, IMAGENET_MEAN_STD, Preprocessing, photo_resize
 from slimda.errors import ConfigError, DataError
 
 BUILTIN_DOMAINS: tuple[str, ...] = ("mnist", "digits")
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 )
-_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _EAGER_LIMIT_BYTES = 512 * 2**20  # built-in datasets larger than this once preprocessed stay lazy
 _FOLDER_LAYOUT = "<folder>/<class>/<image> (labelled) or <folder>/<image> (unlabelled target)"
 
@@ -49,6 +50,7 @@ class Domain:
     class_names: list[str] | None
     channels: int
     native_size: tuple[int, int]
+    in_memory: bool = False  # images held as tensors already (built-in digits), nothing to decode or cache
 
     @property
     def has_labels(self) -> bool:
@@ -62,10 +64,17 @@ class Domain:
         raise NotImplementedError
 
     def dataset(
-        self, prep: Preprocessing, indices: Sequence[int] | None = None, train: bool = False
+        self, prep: Preprocessing, indices: Sequence[int] | None = None, augment: str = "none"
     ) -> Dataset:
-        """Items ``(float32 tensor [C, H, W], label)``; label is -1 when the domain is unlabelled."""
+        """Items ``(float32 tensor [C, H, W], label)``; label is -1 when the domain is unlabelled.
+
+        ``augment`` (``Preprocessing.transform``) makes a training dataset; its attribute ``random`` is then
+        true, and an item depends on torch's random state (the loader seeds it per item).
+        """
         raise NotImplementedError
+
+    def cache_images(self, prep: Preprocessing, workers: int = 0) -> None:
+        """Keep every image decoded and resized in memory for later datasets (``--cache-images``)."""
 
     def verify(self) -> None:
         """Decode every image once; a DataError names the first one that fails."""
@@ -88,6 +97,8 @@ class Domain:
 class _ArrayDomain(Domain):
     """A built-in domain held as a uint8 array [N, H, W] of grey images."""
 
+    in_memory = True
+
     def __init__(self, name: str, images: np.ndarray, labels: np.ndarray) -> None:
         self.name = name
         self._images = images
@@ -103,18 +114,20 @@ class _ArrayDomain(Domain):
         return self._labels.tolist()
 
     def dataset(
-        self, prep: Preprocessing, indices: Sequence[int] | None = None, train: bool = False
+        self, prep: Preprocessing, indices: Sequence[int] | None = None, augment: str = "none"
     ) -> Dataset:
         idx = self._indices(indices)
         images = torch.from_numpy(self._images[idx]).unsqueeze(1)  # [n, 1, H, W] uint8
         labels = torch.from_numpy(self._labels[idx].astype(np.int64))
         out_bytes = len(idx) * prep.channels * prep.size[0] * prep.size[1] * 4
-        if train or out_bytes > _EAGER_LIMIT_BYTES:
-            return _LazyTensorDataset(images, labels, prep.transform(train))
+        if augment != "none" or out_bytes > _EAGER_LIMIT_BYTES:
+            return _LazyTensorDataset(images, labels, prep, augment)
         return _EagerTensorDataset(images, labels, prep.transform(False))
 
 
 class _EagerTensorDataset(Dataset):
+    random = False
+
     """All images preprocessed once (deterministic transform), in chunks to bound peak memory."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Any) -> None:
@@ -132,8 +145,10 @@ class _EagerTensorDataset(Dataset):
 class _LazyTensorDataset(Dataset):
     """uint8 images transformed per item: random augmentation, or too large to keep preprocessed."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Any) -> None:
-        self.images, self.labels, self.transform = images, labels, transform
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, prep: Preprocessing, augment: str) -> None:
+        self.images, self.labels = images, labels
+        self.transform = prep.transform(train=augment != "none", augment=augment)
+        self.random = augment != "none"
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -153,7 +168,8 @@ class _FolderDomain(Domain):
         self._files = files
         self._labels = labels
         self.class_names = class_names
-        self.channels, self.native_size = _probe(files[0])  # of the first image; others may differ
+        self.channels, self.native_size = probe(files[0])  # of the first image; others may differ
+        self._cache: tuple[Preprocessing, list[torch.Tensor]] | None = None
 
     def __len__(self) -> int:
         return len(self._files)
@@ -162,69 +178,25 @@ class _FolderDomain(Domain):
         return None if self._labels is None else list(self._labels)
 
     def dataset(
-        self, prep: Preprocessing, indices: Sequence[int] | None = None, train: bool = False
+        self, prep: Preprocessing, indices: Sequence[int] | None = None, augment: str = "none"
     ) -> Dataset:
         idx = self._indices(indices).tolist()
         files = [self._files[i] for i in idx]
         labels = [-1] * len(idx) if self._labels is None else [self._labels[i] for i in idx]
-        return _FolderDataset(files, labels, prep, train)
+        cache = None
+        if self._cache is not None and self._cache[0] == prep:
+            cache = [self._cache[1][i] for i in idx]
+        return FolderDataset(files, labels, prep, augment, cache)
+
+    def cache_images(self, prep: Preprocessing, workers: int = 0) -> None:
+        if self._cache is None or self._cache[0] != prep:
+            self._cache = (prep, build_cache(self._files, prep, workers, f"caching {self.root.name}"))
 
     def verify(self) -> None:
         from tqdm import tqdm
 
         for path in tqdm(self._files, desc=f"checking {self.root.name}", unit="img", disable=None):
-            _load_rgb_or_grey(path, self.channels)
-
-
-class _FolderDataset(Dataset):
-    """Opens, converts and transforms one image file per item."""
-
-    def __init__(self, files: list[Path], labels: list[int], prep: Preprocessing, train: bool) -> None:
-        self.files, self.labels, self.channels = files, labels, prep.channels
-        self.transform = prep.transform(train)
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(_load_rgb_or_grey(self.files[i], self.channels)), self.labels[i]
-
-
-def _probe(path: Path) -> tuple[int, tuple[int, int]]:
-    """Channels (1 grey, 3 colour) and (H, W) of one image from its header; DataError if unreadable."""
-    try:
-        with Image.open(path) as img:
-            return (1 if _is_grey(img) else 3), (img.height, img.width)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise _unreadable(path, e) from e
-
-
-def _load_rgb_or_grey(path: Path, channels: int) -> Image.Image:
-    """Fully decode ``path`` as an 'L' or 'RGB' image; any decoding failure is a DataError naming it."""
-    try:
-        with Image.open(path) as img:
-            if img.mode in ("P", "PA") and "transparency" in img.info:
-                img = img.convert("RGBA")  # PIL's recommended path for palette transparency
-            return img.convert("L" if channels == 1 else "RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise _unreadable(path, e) from e
-
-
-def _unreadable(path: Path, err: Exception) -> DataError:
-    return DataError(
-        f"cannot read image {path}: {err}. Replace or delete the file "
-        f"(Domain.verify() checks every image of a folder in one pass)."
-    )
-
-
-def _is_grey(img: Image.Image) -> bool:
-    """Grey modes, and palette images whose palette has only grey entries."""
-    if img.mode in _GREY_MODES:
-        return True
-    if img.mode in ("P", "PA"):
-        pal = np.asarray(img.getpalette() or [], dtype=np.int64).reshape(-1, 3)
-        return bool((pal == pal[:, :1]).all())
-    return False
+            load_rgb_or_grey(path, self.channels)
 
 
 def _is_image(path: Path) -> bool:
@@ -347,6 +319,8 @@ def harmonise(source: Domain, target: Domain, size: tuple[int, int] | int | None
     (an int means square), else the element-wise maximum of the two native sizes, so neither domain is
     downsampled. Normalisation: the ``backbone``'s registered mean/std (a ``BackboneCfg``) when it takes that
     many channels, else (0.5,)/(0.5,) for grey and ImageNet mean/std for RGB (what pretrained backbones expect).
+    Photos (both domains colour image folders) are resized by their shorter side to ``size / 0.875`` and
+    centre-cropped to ``size``, so their aspect ratio is kept; digits are resized straight to ``size``.
     """
     if size is None:
         hw = (
@@ -361,7 +335,9 @@ def harmonise(source: Domain, target: Domain, size: tuple[int, int] | int | None
     mean, std = GREY_MEAN_STD if channels == 1 else IMAGENET_MEAN_STD
     if backbone is not None and backbone.in_channels == channels:
         mean, std = backbone.mean, backbone.std
-    return Preprocessing(size=hw, channels=channels, mean=mean, std=std)
+    photos = channels == 3 and not (source.in_memory or target.in_memory)
+    return Preprocessing(size=hw, channels=channels, mean=mean, std=std,
+                         resize=photo_resize(max(hw)) if photos else None)
 
 
 def check_class_sets(source: Domain, target: Domain) -> None:

@@ -17,9 +17,31 @@ GREY_MEAN_STD = ((0.5,), (0.5,))
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
+# Training augmentations (``Preprocessing.transform``); auto: crop-flip for photos, none for digits.
+AUGMENTS: tuple[str, ...] = ("auto", "crop-flip", "resized-crop-flip", "none")
+
+# Photos are resized so that a centre crop keeps 87.5 % of the shorter side (256 -> 224, as torchvision's
+# ImageNet evaluation and SymNets' reference code do).
+CROP_FRACTION = 0.875
+
+
+def photo_resize(size: int) -> int:
+    """The shorter side a photo is resized to before its centre crop of ``size``."""
+    return int(round(size / CROP_FRACTION))
+
+
+def shorter_side_size(height: int, width: int, shorter: int) -> tuple[int, int]:
+    """(H, W) after resizing the shorter side to ``shorter``, the longer side truncated as torchvision does."""
+    if height <= width:
+        return shorter, max(1, int(shorter * width / height))
+    return max(1, int(shorter * height / width)), shorter
+
+
 @dataclass(frozen=True)
 class Preprocessing:
-    """What a model needs to be fed: input size (H, W), channels and normalisation.
+    """What a model needs to be fed: input size (H, W), channels and normalisation, and for photos the
+    shorter side they are resized to before a centre crop of ``size`` (``resize``; None: resized straight
+    to ``size``, as the digit domains are).
 
     Stored in ``bank.pt`` and deployment manifests, so it round-trips through JSON (:meth:`to_dict`).
     """
@@ -28,6 +50,7 @@ class Preprocessing:
     channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    resize: int | None = None
 
     def __post_init__(self) -> None:
         if len(self.size) != 2 or any(int(s) < 1 for s in self.size):
@@ -42,6 +65,14 @@ class Preprocessing:
             )
         if any(s <= 0 for s in self.std):
             raise ConfigError(f"std {self.std} must be positive.")
+        if self.resize is not None and self.resize < min(self.size):
+            raise ConfigError(f"resize {self.resize} is smaller than the crop {self.size}: it must be at least "
+                              f"the crop's shorter side.")
+
+    @property
+    def is_photo(self) -> bool:
+        """Resized by the shorter side and centre-cropped (photos), rather than resized to ``size`` (digits)."""
+        return self.resize is not None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (lists, ints, floats)."""
@@ -50,6 +81,7 @@ class Preprocessing:
             "channels": int(self.channels),
             "mean": [float(m) for m in self.mean],
             "std": [float(s) for s in self.std],
+            "resize": None if self.resize is None else int(self.resize),
         }
 
     @classmethod
@@ -66,19 +98,64 @@ class Preprocessing:
             channels=int(d["channels"]),
             mean=tuple(float(m) for m in d["mean"]),
             std=tuple(float(s) for s in d["std"]),
+            resize=None if d.get("resize") is None else int(d["resize"]),
         )
 
-    def transform(self, train: bool = False) -> Any:
+    def decoded_size(self, height: int, width: int) -> tuple[int, int]:
+        """(H, W) of an image of ``height`` × ``width`` after the resize step (before any crop)."""
+        return self.size if self.resize is None else shorter_side_size(height, width, self.resize)
+
+    def resize_pil(self, image: Any) -> Any:
+        """The resize step on a decoded PIL image, with PIL's antialiased bilinear filter (what a device's
+        recipe reproduces with any image library). Cached images are kept after this step."""
+        from PIL import Image
+
+        h, w = self.decoded_size(image.height, image.width)
+        return image if (h, w) == (image.height, image.width) else image.resize((w, h), Image.BILINEAR)
+
+    def transform(self, train: bool = False, augment: str = "none") -> Any:
         """torchvision v2 pipeline: PIL image or uint8 [..., C, H, W] tensor -> normalised float32 tensor.
 
-        ``train=True`` adds a small random translation (light augmentation); off by default so that
-        evaluation and BN recalibration are deterministic.
+        Evaluation (``train=False``) is deterministic: resize, then for photos the centre crop. Training adds
+        ``augment``: ``crop-flip`` (a random crop of ``size`` and a horizontal flip, SymNets' reference),
+        ``resized-crop-flip`` (torchvision's RandomResizedCrop and a flip) or ``none``.
         """
         from torchvision.transforms import v2  # imported here: torchvision takes seconds to import
 
         steps: list[Any] = [v2.ToImage(), v2.Grayscale(1) if self.channels == 1 else v2.RGB()]
-        steps.append(v2.Resize(self.size, antialias=True))
-        if train:
-            steps.append(v2.RandomAffine(degrees=0, translate=(0.1, 0.1)))
+        steps.append(v2.Resize(self.size if self.resize is None else self.resize, antialias=True))
+        if train and augment == "crop-flip":
+            steps += [v2.RandomCrop(self.size, pad_if_needed=True), v2.RandomHorizontalFlip()]
+        elif train and augment == "resized-crop-flip":
+            steps += [v2.RandomResizedCrop(self.size, antialias=True), v2.RandomHorizontalFlip()]
+        elif train and augment != "none":
+            raise ConfigError(f"unknown augmentation {augment!r}: use crop-flip, resized-crop-flip or none")
+        elif self.resize is not None:
+            steps.append(v2.CenterCrop(self.size))
         steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std), v2.ToPureTensor()]
         return v2.Compose(steps)
+
+    def recipe(self) -> list[dict[str, Any]]:
+        """What a device must do to an image file, step by step (the manifest's ``preprocess``): any image
+        library reproduces the model's input from this alone."""
+        steps: list[dict[str, Any]] = [{"op": "decode", "color": "L" if self.channels == 1 else "RGB"}]
+        if self.resize is None:
+            steps.append({"op": "resize", "size_hw": list(self.size), "interpolation": "bilinear", "antialias": True})
+        else:
+            steps += [{"op": "resize", "shorter_side": self.resize, "longer_side": "floor(shorter_side * long / short)",
+                       "interpolation": "bilinear", "antialias": True},
+                      {"op": "center_crop", "size_hw": list(self.size), "offset": "round((resized - crop) / 2)"}]
+        steps += [{"op": "scale", "divide_by": 255.0},
+                  {"op": "normalize", "mean": [float(m) for m in self.mean], "std": [float(s) for s in self.std]},
+                  {"op": "layout", "order": "NCHW", "dtype": "float32"}]
+        return steps
+
+
+def resolve_augment(augment: str, prep: Preprocessing) -> str:
+    """``--augment``'s value with ``auto`` decided: crop-flip for photos (SymNets' reference), none for digits
+    (whose runs keep the pipeline they were measured with)."""
+    if augment not in AUGMENTS:
+        raise ConfigError(f"unknown augment {augment!r}; choose one of {', '.join(AUGMENTS)}")
+    if augment == "auto":
+        return "crop-flip" if prep.is_photo else "none"
+    return augment

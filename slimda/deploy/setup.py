@@ -24,6 +24,8 @@ class TargetScoring:
     calibration_images: int = 512  # recalibrate BatchNorm
     score_images: int = 1024  # UPEM (and accuracy) are computed on these; 0 = all
     seed: int = 0  # chooses the images
+    workers: int | None = None  # loader processes reading them (None: from the core count)
+    threads: int | None = None  # torch's CPU threads while scoring (None: half the cores)
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,11 @@ class BankRun:
 
     def scorer(self, scoring: TargetScoring) -> TargetScorer:
         """The target images loaded and preprocessed as the bank was trained, ready to score sub-networks."""
+        from slimda.data.loading import use_threads
+
+        use_threads(scoring.threads, "--score-threads")
         target = load_target_images(scoring.target, self.meta, scoring.calibration_images, scoring.score_images,
-                                    seed=scoring.seed)
+                                    seed=scoring.seed, workers=scoring.workers)
         return TargetScorer(self.bank, target, scoring.head or self.meta.test_head, scoring.distance)
 
     def deployer(self, scorer: TargetScorer, options: DeployOptions, out: str | os.PathLike | None = None) -> Deployer:

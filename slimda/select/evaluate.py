@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import Dataset
 
+from slimda.data.loading import image_batches
 from slimda.model.bank import BankMeta, ModelBank, StaticBank
 from slimda.model.bn import recalibrate
 from slimda.model.cost import count_flops, count_params
 from slimda.model.heads import HEADS, BankOutput, get_head
 from slimda.model.space import WidthConfig
 from slimda.select.upem import DEFAULT_DISTANCE, upem
-
-
-def image_batches(dataset: Dataset, batch_size: int, indices: Sequence[int] | None = None,
-                  device: str | torch.device = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(images, labels) batches of ``dataset`` in order (labels -1 where the domain has none)."""
-    order = list(range(len(dataset))) if indices is None else list(indices)
-    for start in range(0, len(order), batch_size):
-        items = [dataset[i] for i in order[start:start + batch_size]]
-        images = torch.stack([img for img, _ in items]).to(device)
-        labels = torch.tensor([label for _, label in items], dtype=torch.long)
-        yield images, labels
 
 
 def calibrated(bank: ModelBank, config: WidthConfig, calibration: Sequence[torch.Tensor]) -> StaticBank:
@@ -115,13 +104,15 @@ class TargetImages:
 
 
 def load_target_images(spec: str, meta: BankMeta, calibration_images: int = 1024, score_images: int = 0,
-                       batch_size: int = 256, seed: int = 0) -> TargetImages:
+                       batch_size: int = 256, seed: int = 0, workers: int | None = None) -> TargetImages:
     """The target domain ``spec`` (built-in name or folder) preprocessed as the bank was trained.
 
     ``calibration_images`` random images recalibrate BatchNorm; ``score_images`` random images (0: all)
-    are scored. A missing or empty target, or one with classes the bank does not know, is a ``DataError``.
+    are scored, both read by ``workers`` loader processes (None: from the core count). A missing or empty
+    target, or one with classes the bank does not know, is a ``DataError``.
     """
     from slimda.data.domains import load_domain
+    from slimda.data.loading import default_workers
     from slimda.errors import ConfigError, DataError
 
     if calibration_images < 1:
@@ -137,12 +128,16 @@ def load_target_images(spec: str, meta: BankMeta, calibration_images: int = 1024
         unknown = sorted(set(target.class_names) - set(class_names))
         raise DataError(f"target {target.name} has classes the bank does not know: {unknown or target.class_names}; "
                         f"the bank's classes are {class_names}")
+    if workers is not None and workers < 0:
+        raise ConfigError(f"--workers must be 0 (load in this process) or more, got {workers}")
+    workers = default_workers(torch.get_num_threads(), target.in_memory) if workers is None else workers
     dataset = target.dataset(prep)
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
-    calibration = [x for x, _ in image_batches(dataset, batch_size, order[:calibration_images])]
+    calibration = [x for x, _ in image_batches(dataset, batch_size, order[:calibration_images], workers=workers,
+                                               progress="calibration images")]
     scored = sorted(order[:score_images]) if 0 < score_images < len(dataset) else None
     images, labels = [], []
-    for x, y in image_batches(dataset, batch_size, scored):
+    for x, y in image_batches(dataset, batch_size, scored, workers=workers, progress="target images"):
         images.append(x)
         labels.append(y)
     return TargetImages(target.name, calibration, images, torch.cat(labels) if target.has_labels else None)

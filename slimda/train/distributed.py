@@ -28,6 +28,38 @@ def use_deterministic_cuda() -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def configure_kernels(device: torch.device, deterministic: bool) -> None:
+    """``--deterministic``: reproducible kernels (exact ``--resume`` on a GPU), at a cost measured in
+    ``benchmarks/train_throughput.py``; otherwise cuDNN may time and pick its fastest convolutions."""
+    if deterministic:
+        if device.type == "cuda":
+            use_deterministic_cuda()
+        else:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``--amp`` on ``device`` (None: float32 throughout).
+
+    ``auto``: bf16 on a CUDA GPU that supports it (Ampere and newer), fp16 on older GPUs, off on the CPU.
+    ``bf16`` on the CPU runs CPU autocast (documented fallback: rarely faster there, but the same code path);
+    ``fp16`` needs CUDA.
+    """
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if device.type != "cuda":
+        if amp == "fp16":
+            raise ConfigError(f"--amp fp16 needs a CUDA GPU (this run trains on {device.type}): use --amp bf16 "
+                              "(CPU autocast) or --amp off")
+        return torch.bfloat16
+    bf16_ok = torch.cuda.is_bf16_supported()
+    if amp == "bf16" and not bf16_ok:
+        raise ConfigError("--amp bf16 needs a GPU with bfloat16 (Ampere or newer); use --amp fp16 on this one")
+    return torch.bfloat16 if amp == "bf16" or (amp == "auto" and bf16_ok) else torch.float16
+
+
 def resolve_device(name: str) -> torch.device:
     """The training device for ``--device`` (auto, cpu, cuda); under torchrun, this rank's GPU."""
     try:

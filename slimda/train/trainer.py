@@ -3,15 +3,18 @@
 Each step draws a *model batch* (sandwich rule: largest, smallest and random configurations, seeded from
 the step so every DDP rank draws the same), runs every model on source + target images, and sums the
 intra-model adaptation loss ``L_dc`` (the objective, from ``slimda.train.objectives``) with SEED's
-distillation of the model batch's ensemble into the head Ca (OSTC). Batches and configurations are a
-function of (seed, step, rank), so a resumed run ends with exactly the weights of an uninterrupted one.
+distillation of the model batch's ensemble into the head Ca (OSTC). Batches (``slimda.train.data``) and
+configurations are a function of (seed, step, rank), so a resumed run ends with exactly the weights of an
+uninterrupted one, whatever the number of loader workers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,16 +24,19 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from slimda.data.loading import use_threads
 from slimda.errors import SlimdaError
 from slimda.model.bank import BankMeta, ModelBank, atomic_torch_save, save_bank
+from slimda.model.pretrained import InitRecord, load_init
 from slimda.model.space import WidthConfig, parse_ratios
 from slimda.tables import write_csv_atomic, write_json_atomic
-from slimda.train.config import TrainConfig, lr_at
-from slimda.train.distributed import check_ranks_agree, resolve_device, use_deterministic_cuda
+from slimda.train.config import TrainConfig, lr_at, parameter_groups, split_single_group
+from slimda.train.data import TrainingData
+from slimda.train.distributed import check_ranks_agree, configure_kernels, resolve_amp, resolve_device
 from slimda.train.objectives import Objective, create_objective
 from slimda.train.objectives.base import Batch, ModelOutputs
 from slimda.train.objectives.common import adaptation_weight, class_means_of_softmax
-from slimda.train.run_files import RUN_FILES, append_log, truncate_log
+from slimda.train.run_files import RUN_FILES, Throughput, append_log, truncate_log
 from slimda.train.seed import distillation_loss, seed_ensemble
 
 # ------------------------------------------------------------------------------------------ sampling
@@ -46,12 +52,6 @@ def sandwich_configs(bank: ModelBank, step: int, seed: int, count: int) -> list[
     if count == 1:  # a single-width "bank" trains one network
         return [space.largest()]
     return [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(count - 2)]
-
-
-def step_indices(size: int, batch: int, seed: int, step: int, stream: int, rank: int = 0) -> torch.Tensor:
-    """Indices of one batch drawn with replacement, a pure function of (seed, step, stream, rank)."""
-    gen = torch.Generator().manual_seed(((seed * 7919 + stream) * 104_729 + rank) * 1_000_003 + step)
-    return torch.randint(0, size, (batch,), generator=gen)
 
 
 # ------------------------------------------------------------------------------------------ the model
@@ -110,107 +110,152 @@ class Trainer:
         self.rank = int(os.environ.get("RANK", "0"))
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.device = resolve_device(cfg.device)
-        if self.device.type == "cuda":
-            use_deterministic_cuda()
-        self._load_data()
+        if cfg.threads:
+            use_threads(cfg.threads)
+        configure_kernels(self.device, cfg.deterministic)
+        self.amp_dtype = resolve_amp(cfg.amp, self.device)
+        # channels-last: the layout tensor cores and cuDNN's fastest convolutions want; on a CPU, no gain
+        self.memory_format = torch.channels_last if self.device.type == "cuda" else torch.preserve_format
+        self.data = TrainingData(cfg, self.device, self.rank, self.memory_format)
+        self.prep, self.class_names = self.data.prep, self.data.class_names
+        self.target_ds, self.target_labels = self.data.target_ds, self.data.target_labels
         torch.manual_seed(cfg.seed)
         self.bank = ModelBank(cfg.arch, len(self.class_names), self.prep.channels, parse_ratios(cfg.widths))
         objective = create_objective(cfg.objective, self.bank.backbone.feature_dim, self.bank.backbone.feature_site,
                                      confusion_weight=cfg.confusion_weight, soft_weight=cfg.soft_weight,
                                      soft_temperature=cfg.soft_temperature)
-        self.model = ModelBatch(self.bank, objective).to(self.device)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                         weight_decay=cfg.weight_decay)
+        self.model = ModelBatch(self.bank, objective).to(self.device, memory_format=self.memory_format)
+        # fp16's narrow range needs loss scaling; bf16 and float32 do not (a disabled scaler passes through)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.optimizer = torch.optim.SGD(parameter_groups(self.model, cfg.lr, cfg.resolved_backbone_lr_mult),
+                                         lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.init_record: InitRecord | None = None
         k = len(self.class_names)
         self.soft_labels = torch.full((k, k), 1.0 / k, device=self.device)
         self.step = 0
-
-    # -- data
-    def _load_data(self) -> None:
-        from slimda.backbones import backbone_cfg
-        from slimda.data import domains as data
-
-        cfg = self.cfg
-        source, target = data.load_domain(cfg.source), data.load_domain(cfg.target)
-        data.check_class_sets(source, target)
-        if len(target) == 0:
-            raise SlimdaError(f"target domain {target.name} has no images")
-        arch = backbone_cfg(cfg.arch)
-        size = cfg.resolution if cfg.resolution is not None or arch.data_sized else arch.input_size
-        self.prep = data.harmonise(source, target, size, arch)
-        self.class_names = list(source.class_names)
-        self.source_ds = source.dataset(self.prep)
-        self.target_ds = target.dataset(self.prep)
-        self.target_labels = target.labels()
-        self.labeled_ds = None
-        if cfg.target_labeled:
-            indices = data.labeled_subset(target, cfg.target_labeled, cfg.seed)
-            self.labeled_ds = target.dataset(self.prep, indices)
-        self.source_name, self.target_name = source.name, target.name
-
-    def _stack(self, dataset, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        items = [dataset[int(i)] for i in indices]
-        images = torch.stack([img for img, _ in items]).to(self.device)
-        labels = torch.tensor([label for _, label in items], dtype=torch.long, device=self.device)
-        return images, labels
+        self._elapsed_before = self._elapsed_at_checkpoint = 0.0  # training seconds before this process
 
     def batch(self, step: int) -> Batch:
-        cfg, b = self.cfg, self.cfg.batch_size
-        xs, ys = self._stack(self.source_ds, step_indices(len(self.source_ds), b, cfg.seed, step, 0, self.rank))
-        xt, _ = self._stack(self.target_ds, step_indices(len(self.target_ds), b, cfg.seed, step, 1, self.rank))
-        batch = Batch(xs, ys, xt)
-        if self.labeled_ds is not None:
-            n = min(b, len(self.labeled_ds))
-            xl, yl = self._stack(self.labeled_ds, step_indices(len(self.labeled_ds), n, cfg.seed, step, 2, self.rank))
-            batch.labeled_target, batch.labeled_target_labels = xl, yl
-        return batch
+        """The images of ``step`` on this rank, made in this process."""
+        return self.data.batch(step)
 
     # -- one step
-    def train_step(self, step: int, model: nn.Module | None = None) -> dict[str, float]:
+    def train_step(self, step: int, model: nn.Module | None = None, batch: Batch | None = None) -> dict[str, float]:
+        """One optimisation step over the model batch of ``step``; returns the logged loss terms.
+
+        Every model's forward runs under autocast when ``--amp`` is on; the losses are computed from its
+        outputs cast to float32. ``--backward joint`` backpropagates the summed loss of all models once;
+        ``per-model`` backpropagates each model's loss as soon as it is computed (the slimmable-networks
+        reference trainer's order), so only one model's activations are alive at a time: SEED's ensemble then
+        comes first from a forward of every model on the target images without a graph.
+        """
         cfg, k = self.cfg, len(self.class_names)
         model = model or self.model
         progress = step / cfg.iters
         lam = adaptation_weight(progress)
         lr = lr_at(cfg, progress)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        batch = self.batch(step)
+            group["lr"] = lr * group["lr_mult"]
+        batch = batch if batch is not None else self.batch(step)
         target = batch.target if batch.labeled_target is None else torch.cat([batch.target, batch.labeled_target])
         configs = sandwich_configs(self.bank, step, cfg.seed, cfg.model_batch)
+        ns, nt, m = batch.source.shape[0], batch.target.shape[0], len(configs)
         self.model.train()
-        results = model([batch.source, target], configs, lam)
-        ns, nt = batch.source.shape[0], batch.target.shape[0]
-        use_soft = self.labeled_ds is not None
-        components: dict[str, torch.Tensor] = {}
-        total = torch.zeros((), device=self.device)
-        objective: Objective = self.model.objective
-        for r in results:
-            parts_m = objective.losses(r, batch, k, lam, self.soft_labels if use_soft else None)
-            for name, value in parts_m.items():
-                components[name] = components.get(name, 0.0) + value.detach() / len(results)
-                total = total + value
-        if cfg.seed_ensemble:
-            probs = [objective.class_probabilities(r.st[ns:ns + nt].detach(), k) for r in results]
-            ensemble = seed_ensemble(probs, cfg.seed_confidence, cfg.seed_temperature)
-            seed_loss = sum(distillation_loss(r.a[ns:ns + nt], ensemble) for r in results)
-            seed_term = cfg.seed_weight * lam * seed_loss
-            components["seed"] = seed_term.detach() / len(results)
-        else:  # Ca still becomes a usable head, from source labels, without touching the backbone
-            seed_term = sum(F.cross_entropy(r.a_det[:ns], batch.labels) for r in results)
-            components["ca_source"] = seed_term.detach() / len(results)
-        total = total + seed_term
-        self._check_finite(step, total, components)
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.optimizer.step()
-        if use_soft:
-            self._update_soft_labels(results[0], batch, k)
+        # Ca's loss: SEED's distillation (weighted by λ), or without SEED source labels on detached features
+        weight = cfg.seed_weight * lam if cfg.seed_ensemble else 1.0
+        components: dict[str, torch.Tensor] = {}
+
+        def add(parts: Mapping[str, torch.Tensor], ca_term: torch.Tensor) -> None:
+            for name, value in parts.items():
+                components[name] = components.get(name, 0.0) + value.detach() / m
+            name = "seed" if cfg.seed_ensemble else "ca_source"
+            components[name] = components.get(name, 0.0) + weight * ca_term.detach() / m
+
+        if cfg.backward == "joint":
+            with self.autocast():
+                results = [r.to_float() for r in model([batch.source, target], configs, lam)]
+            ensemble = self._ensemble([r.st[ns:ns + nt] for r in results], k) if cfg.seed_ensemble else None
+            terms = [self._model_terms(r, batch, k, lam, ensemble) for r in results]
+            total = torch.zeros((), device=self.device)
+            for parts, ca_term in terms:
+                add(parts, ca_term)
+                for value in parts.values():
+                    total = total + value
+            total = total + weight * sum(ca_term for _, ca_term in terms)
+            self._check_finite(step, total, components)
+            self.scaler.scale(total).backward()
+            first = results[0]
+        else:
+            ensemble = self._ensemble_without_graph(model, target, configs, lam, nt, k) if cfg.seed_ensemble else None
+            total = torch.zeros((), device=self.device)
+            for i, config in enumerate(configs):
+                sync = contextlib.nullcontext() if i == m - 1 or not self.distributed else model.no_sync()
+                with sync:
+                    with self.autocast():
+                        r = model([batch.source, target], [config], lam)[0].to_float()
+                    parts, ca_term = self._model_terms(r, batch, k, lam, ensemble)
+                    add(parts, ca_term)
+                    loss = sum(parts.values()) + weight * ca_term
+                    self._check_finite(step, loss, components)
+                    self.scaler.scale(loss).backward()
+                total = total + loss.detach()
+                if i == 0:
+                    first = r
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if batch.labeled_target is not None:
+            self._update_soft_labels(first, batch, k)
         with torch.no_grad():
-            source_ce = F.cross_entropy(results[0].st_det[:ns, :k], batch.labels)
+            source_ce = F.cross_entropy(first.st_det[:ns, :k], batch.labels)
         log = {name: float(v) for name, v in components.items()}
-        log.update(total=float(total.detach()) / len(results), source_ce_largest=float(source_ce),
+        log.update(total=float(total.detach()) / m, source_ce_largest=float(source_ce),
                    **{"lambda": lam, "lr": lr})
         return log
+
+    def _model_terms(self, r: ModelOutputs, batch: Batch, k: int, lam: float,
+                     ensemble: torch.Tensor | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One model's ``L_dc`` terms and its Ca term: SEED's distillation from ``ensemble`` on the target
+        images, or (no SEED) cross-entropy on source labels from detached features."""
+        soft = self.soft_labels if batch.labeled_target is not None else None
+        parts = self.model.objective.losses(r, batch, k, lam, soft)
+        ns, nt = batch.source.shape[0], batch.target.shape[0]
+        if ensemble is not None:
+            return parts, distillation_loss(r.a[ns:ns + nt], ensemble)
+        return parts, F.cross_entropy(r.a_det[:ns], batch.labels)
+
+    def _ensemble(self, target_st: Sequence[torch.Tensor], k: int) -> torch.Tensor:
+        """SEED's ensemble of the models' Cs/Ct logits on the target images, in float32."""
+        objective: Objective = self.model.objective
+        probs = [objective.class_probabilities(st.detach().float(), k) for st in target_st]
+        return seed_ensemble(probs, self.cfg.seed_confidence, self.cfg.seed_temperature)
+
+    @torch.no_grad()
+    def _ensemble_without_graph(self, model: nn.Module, target: torch.Tensor, configs: Sequence[WidthConfig],
+                                lam: float, nt: int, k: int) -> torch.Tensor:
+        """SEED's ensemble from a forward of every model on the target images alone, keeping no graph.
+
+        BatchNorm normalises each domain with its own batch statistics, so these logits are those the joint
+        step computes; the running statistics this extra forward would move are put back.
+        """
+        norms = [mod for mod in self.model.modules() if isinstance(mod, nn.modules.batchnorm._BatchNorm)]
+        saved = [(mod.running_mean.clone(), mod.running_var.clone(), mod.num_batches_tracked.clone())
+                 for mod in norms]
+        try:
+            with self.autocast():
+                results = model([target], configs, lam)
+            return self._ensemble([r.st[:nt] for r in results], k)
+        finally:
+            for mod, (mean, var, count) in zip(norms, saved):
+                mod.running_mean.copy_(mean)
+                mod.running_var.copy_(var)
+                mod.num_batches_tracked.copy_(count)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision for the forward passes (``--amp``); a no-op when it is off."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _check_finite(self, step: int, total: torch.Tensor, components: Mapping[str, torch.Tensor]) -> None:
         bad = torch.tensor(0.0 if torch.isfinite(total) else 1.0, device=self.device)
@@ -241,6 +286,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "soft_labels": self.soft_labels.cpu(),
             "config": self.cfg.to_dict(),
+            "elapsed_s": self._elapsed_at_checkpoint,
+            "grad_scaler": self.scaler.state_dict(),
         }
 
     def save_checkpoint(self) -> None:
@@ -257,9 +304,12 @@ class Trainer:
         model_state = {("objective." + k if k.startswith("discriminator.") else k): v
                        for k, v in state["model"].items()}
         self.model.load_state_dict(model_state)
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(split_single_group(state["optimizer"], self.optimizer))
         self.soft_labels = state["soft_labels"].to(self.device)
+        if state.get("grad_scaler"):
+            self.scaler.load_state_dict(state["grad_scaler"])
         self.step = int(state["step"])
+        self._elapsed_before = self._elapsed_at_checkpoint = float(state.get("elapsed_s", 0.0))
 
     # -- the run
     def prepare_run_dir(self, resume: bool, force: bool) -> None:
@@ -285,21 +335,34 @@ class Trainer:
         if self.distributed:
             dist.barrier()
 
+    def load_init(self) -> None:
+        """Load ``--init`` weights into the bank (a fresh run only: a resumed one has them in its checkpoint)."""
+        if self.cfg.init:
+            self.init_record = load_init(self.bank, self.cfg.init, self.class_names, self.prep.channels)
+
     def meta(self) -> BankMeta:
         """What ``bank.pt`` records besides weights."""
         return BankMeta(tuple(self.class_names), self.prep, self.cfg.test_head, self.cfg.objective,
-                        self.cfg.seed_ensemble, self.source_name, self.target_name)
+                        self.cfg.seed_ensemble, self.data.source_name, self.data.target_name)
 
     def resolved_config(self) -> dict:
+        amp = str(self.amp_dtype).replace("torch.", "") if self.amp_dtype is not None else "off"
         return {**self.cfg.to_dict(), "device_used": str(self.device), "world_size": self.world,
-                "source_resolved": self.source_name, "target_resolved": self.target_name,
+                "augment_used": self.data.augment, "amp_used": amp, "workers_used": self.data.workers,
+                "threads_used": torch.get_num_threads(),
+                "source_resolved": self.data.source_name, "target_resolved": self.data.target_name,
                 "class_names": self.class_names, "preprocessing": self.prep.to_dict(),
-                "width_space": self.bank.space.to_dict()}
+                "width_space": self.bank.space.to_dict(),
+                "param_groups": [{"name": g["name"], "lr": g["lr_mult"] * self.cfg.lr, "lr_mult": g["lr_mult"],
+                                  "tensors": len(g["params"])} for g in self.optimizer.param_groups],
+                **(self.init_record.to_dict() if self.init_record else {})}
 
     def fit(self, resume: bool = False, force: bool = False) -> dict:
         """Train until ``cfg.iters`` steps, checkpointing; write bank.pt and eval.csv. Returns a summary."""
         from tqdm import tqdm
 
+        if not resume:
+            self.load_init()
         self.prepare_run_dir(resume, force)
         if resume:
             self.load_checkpoint()
@@ -311,20 +374,23 @@ class Trainer:
             model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         started = time.perf_counter()
+        lead = self.rank == 0 and self.progress
         bar = tqdm(total=self.cfg.iters, initial=self.step, desc="train", unit="step",
-                   disable=(not self.progress) or self.rank != 0 or None, dynamic_ncols=True)
-        rows = []
+                   disable=(not lead) or not sys.stderr.isatty(), dynamic_ncols=True)
+        meter = Throughput(self.step, self._elapsed_before, self.data.images_per_step(self.world))
         try:
-            while self.step < self.cfg.iters:
-                log = self.train_step(self.step, model)
+            for batch in self.data.loader(self.step):
+                log = self.train_step(self.step, model, batch)
                 self.step += 1
                 if self.step % self.cfg.log_every == 0 or self.step == self.cfg.iters:
-                    rows.append({"step": self.step, **{k: round(v, 6) for k, v in log.items()}})
-                    bar.set_postfix(src=f"{log['source_ce_largest']:.3f}", tot=f"{log['total']:.3f}")
-                if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.iters:
+                    row = {"step": self.step, **{k: round(v, 6) for k, v in log.items()}, **meter.read(self.step)}
                     if self.rank == 0:
-                        append_log(log_path, rows)
-                    rows = []
+                        append_log(log_path, [row])  # as it goes: a killed run keeps its log to that step
+                    bar.set_postfix(src=f"{log['source_ce_largest']:.3f}", tot=f"{log['total']:.3f}")
+                if lead and bar.disable and (self.step % self.cfg.print_every == 0 or self.step == self.cfg.iters):
+                    print(meter.line(self.step, self.cfg.iters, log), file=sys.stderr, flush=True)
+                if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.iters:
+                    self._elapsed_at_checkpoint = meter.elapsed()
                     self.save_checkpoint()
                 bar.update(1)
         finally:
@@ -339,13 +405,15 @@ class Trainer:
 
     def evaluate(self) -> list[dict]:
         """eval.csv: uniform widths, smallest and largest × every head, BN recalibrated on target."""
-        from slimda.select.evaluate import evaluate_configs, image_batches, standard_configs
+        from slimda.data.loading import image_batches
+        from slimda.select.evaluate import evaluate_configs, standard_configs
         self.bank.eval()
         n_cal = min(self.cfg.eval_calibration_images, len(self.target_ds))
         cal_order = torch.randperm(len(self.target_ds), generator=torch.Generator().manual_seed(self.cfg.seed))
-        calibration = [x for x, _ in image_batches(self.target_ds, 256, cal_order[:n_cal].tolist(), self.device)]
+        calibration = [x for x, _ in image_batches(self.target_ds, 256, cal_order[:n_cal].tolist(), self.device,
+                                                   self.data.workers)]
         images, labels = [], []
-        for x, y in image_batches(self.target_ds, 512, device=self.device):
+        for x, y in image_batches(self.target_ds, 512, device=self.device, workers=self.data.workers):
             images.append(x)
             labels.append(y)
         label_tensor = torch.cat(labels).to(self.device) if self.target_labels is not None else None

@@ -57,6 +57,15 @@ class ModelOutputs:
     def st(self) -> torch.Tensor:
         return self.path.st
 
+    def to_float(self) -> ModelOutputs:
+        """These outputs in float32: under mixed precision the heads give bf16/fp16 logits, and the losses'
+        logs and exponentials (SEED's ensemble, the domain losses) are computed in float32."""
+        def f(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x.float()
+
+        path = FeaturePath(f(self.path.st), f(self.path.domain), f(self.path.domain_det))
+        return ModelOutputs(f(self.st_det), f(self.a), f(self.a_det), path)
+
 
 class Objective(nn.Module):
     """``L_dc`` for one model. Subclasses set ``name`` and implement ``adaptation_losses``; the labelled-target
