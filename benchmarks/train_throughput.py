@@ -103,12 +103,20 @@ def bank_rows(arch: str, amp: str, args, device: torch.device, tmp: Path, photos
     trainer = Trainer(cfg, tmp / f"{arch}-{amp}", progress=False)
     batch = trainer.batch(0)
     plain = PlainNets(trainer, 0)
-    trainer.train_step(0, batch=batch)  # warm-up (and cuDNN's algorithm choice)
+
+    def step(mode: str) -> None:
+        trainer.cfg.backward = mode
+        trainer.train_step(0, batch=batch)
+
+    step("joint")  # warm-ups (and cuDNN's algorithm choices)
+    step("per-model")
     plain.step(batch)
-    bank_s, plain_s = [], []
-    for _ in range(args.steps):  # alternating, so both see the same machine
-        bank_s.append(timed(lambda: trainer.train_step(0, batch=batch), device))
+    bank_s, plain_s, per_model_s = [], [], []
+    for _ in range(args.steps):  # alternating, so all three see the same machine
+        bank_s.append(timed(lambda: step("joint"), device))
         plain_s.append(timed(lambda: plain.step(batch), device))
+        per_model_s.append(timed(lambda: step("per-model"), device))
+    trainer.cfg.backward = "joint"
     images = trainer.data.images_per_step()
     row = {"part": "bank", "arch": arch, "amp": str(trainer.amp_dtype or "off").replace("torch.", ""),
            "resolution": args.resolution, "batch_per_domain": args.batch_size, "model_batch": 4,
@@ -133,12 +141,8 @@ def bank_rows(arch: str, amp: str, args, device: torch.device, tmp: Path, photos
         row["memory_kind"] = "autograd saved tensors + weights/grads/momentum (CPU estimate)"
     if device.type == "cuda":
         row["memory_kind"] = "torch.cuda.max_memory_allocated"
-    per_model_s = []
-    trainer.cfg.backward = "per-model"
-    for _ in range(max(1, args.steps // 2)):
-        per_model_s.append(timed(lambda: trainer.train_step(0, batch=batch), device))
-    trainer.cfg.backward = "joint"
     row["per_model_step_s"] = round(statistics.median(per_model_s), 4)
+    row["per_model_vs_joint"] = round(statistics.median(p / b for p, b in zip(per_model_s, bank_s)), 3)
     return [row]
 
 
@@ -172,7 +176,7 @@ def training_rate(threads: int, copies: int, seconds: float, tmp: Path) -> list[
         run = tmp / f"shared-{threads}-{copies}-{i}"
         runs.append(run)
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "slimda.cli", "train", "--iters", "1000000", "--log-every", "5", "--no-eval",
+            [sys.executable, "-m", "slimda.cli", "train", "--iters", "1000000", "--log-every", "1", "--no-eval",
              "--threads", str(threads), "--print-every", "1000000", "--force", "--out", str(run)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     time.sleep(seconds)
@@ -184,10 +188,9 @@ def training_rate(threads: int, copies: int, seconds: float, tmp: Path) -> list[
         except subprocess.TimeoutExpired:
             p.kill()
     rates = []
-    for run in runs:
-        log = pd.read_csv(run / "train_log.csv")
-        first, last = log.iloc[min(1, len(log) - 1)], log.iloc[-1]  # from the second row: past the warm-up
-        rates.append(60 * (last["step"] - first["step"]) / max(last["elapsed_s"] - first["elapsed_s"], 1e-9))
+    for run in runs:  # the log is written as it goes, one row a step: steps over training seconds
+        log = pd.read_csv(run / "train_log.csv") if (run / "train_log.csv").exists() else None
+        rates.append(0.0 if log is None else 60 * log["step"].iloc[-1] / log["elapsed_s"].iloc[-1])
     return rates
 
 

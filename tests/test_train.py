@@ -357,3 +357,15 @@ def test_cuda_amp_step_of_a_resnet50_bank_is_finite(tmp_path):
     assert trainer.amp_dtype in (torch.bfloat16, torch.float16)
     log = trainer.train_step(0)
     assert all(torch.isfinite(torch.tensor(v)) for v in log.values()), log
+
+
+def test_a_run_into_a_file_prints_progress_lines_and_logs_its_speed(tmp_path, capsys):
+    cfg = TrainConfig(**{**TINY, "iters": 6, "print_every": 3})
+    Trainer(cfg, tmp_path / "run", progress=True).fit()  # stderr is captured here: not a terminal
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("step ")]
+    assert [ln.split()[1] for ln in lines] == ["3/6", "6/6"]
+    assert all(" img/s " in ln and " ETA " in ln and " total " in ln for ln in lines)
+    import pandas as pd
+
+    log = pd.read_csv(tmp_path / "run" / "train_log.csv")
+    assert (log["images_per_s"] > 0).all() and log["elapsed_s"].is_monotonic_increasing

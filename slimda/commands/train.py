@@ -77,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     speed = parser.add_argument_group("speed")
     speed.add_argument("--workers", type=int, metavar="N",
                        help="DataLoader processes decoding and augmenting images while the model computes (0: in the "
-                       "training process); default: 0 for the built-in digits, else the cores --threads leaves, 1-8")
+                       "training process); default: 0 for the built-in digits; on a GPU every core but two, up to 16; "
+                       "on the CPU the cores --threads leaves, 1-8")
     speed.add_argument("--cache-images", action="store_true", default=None,
                        help="decode and resize every image once and keep them in memory as uint8 (refused when that "
                        "would take more than half the free memory); saves the JPEG decoding of every later epoch")

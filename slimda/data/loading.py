@@ -57,11 +57,15 @@ def use_threads(threads: int | None, option: str = "--threads") -> int:
     return count
 
 
-def default_workers(threads: int, in_memory: bool) -> int:
+def default_workers(threads: int, in_memory: bool, cuda: bool = False) -> int:
     """Loader processes unless ``--workers`` says otherwise: none for images already in memory as tensors
-    (the built-in digits: a worker would only copy them), else the cores the compute threads leave, 1 to 8."""
+    (the built-in digits: a worker would only copy them); training on a GPU, every core but two (the GPU does
+    the arithmetic, the CPU's work is decoding JPEGs), up to 16; on the CPU, the cores the compute threads
+    leave, 1 to 8 (``benchmarks/input_pipeline.py``)."""
     if in_memory:
         return 0
+    if cuda:
+        return max(1, min(16, cpu_count() - 2))
     return max(1, min(8, cpu_count() - threads))
 
 

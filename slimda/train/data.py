@@ -46,7 +46,8 @@ class TrainingData:
         self.prep = data.harmonise(source, target, size, arch)
         self.augment = resolve_augment(cfg.augment, self.prep)
         in_memory = source.in_memory and target.in_memory
-        self.workers = cfg.workers if cfg.workers is not None else default_workers(torch.get_num_threads(), in_memory)
+        self.workers = (cfg.workers if cfg.workers is not None else
+                        default_workers(torch.get_num_threads(), in_memory, cuda=device.type == "cuda"))
         if cfg.cache_images:
             for domain in {id(source): source, id(target): target}.values():
                 domain.cache_images(self.prep, self.workers)
