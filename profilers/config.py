@@ -15,7 +15,7 @@ from slimda.profilers.devices import JETPACK_TRTEXEC, DeviceProfile
 from slimda.profilers.ssh import SSHTarget
 from slimda.profilers.stats import LoopLimits
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # The fields every runtime uses: what the ssh worker receives (transport fields stay on the calling side).
 COMMON_FIELDS = ("threads", "precision", "batch", "resolution", "warmup", "min_runs", "min_time_s",
                  "max_runs", "max_time_s", "seed", "cache_dir")
@@ -133,7 +133,8 @@ class MeasureOptions:
         return self.threads if self.threads is not None else device.threads
 
     def precision_for(self, device: DeviceProfile) -> str:
-        return self.precision or device.precision
+        """The precision asked for (else the device's default); one the device lacks is a ``ConfigError``."""
+        return device.check_precision(self.precision or device.precision)
 
     def common_dict(self) -> dict:
         """The fields every runtime uses (what the ssh worker measures with)."""

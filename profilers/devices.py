@@ -17,7 +17,8 @@ JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 @dataclass(frozen=True)
 class DeviceProfile:
     """A profiling target. ``where`` is ``local``, ``ssh`` or ``adb`` (``local+adb``: local unless a serial
-    is given). ``threads`` is None where it does not apply (GPU)."""
+    is given). ``threads`` is None where it does not apply (GPU). ``precision`` is the default of
+    ``precisions``, the ones the device runs fast enough to be worth deploying (int8: a QDQ model)."""
 
     name: str
     runtime: str
@@ -28,41 +29,60 @@ class DeviceProfile:
     description: str
     reach: str
     trt_version: str | None = None
+    precisions: tuple[str, ...] = ("fp32",)
 
     @property
     def is_jetson(self) -> bool:
         return self.name.startswith("jetson-")
+
+    def check_precision(self, precision: str) -> str:
+        """``precision`` if this device supports it; otherwise a ``ConfigError`` listing those it does."""
+        if precision not in self.precisions:
+            why = _WHY_NOT.get((self.name, precision), "")
+            raise ConfigError(f"{self.name} does not run {precision}{why}; it supports {', '.join(self.precisions)} "
+                              f"(default {self.precision})")
+        return precision
+
+
+# Why a device lacks a precision, where the reason is not obvious.
+_WHY_NOT = {("jetson-nano", "int8"): " (its Maxwell GPU has no fast INT8 kernels)",
+            ("jetson-nano", "bf16"): " (TensorRT 8.2 has no bf16)",
+            ("cpu-onnxruntime", "fp16"): " (the CPU execution provider has no general fp16 kernels)",
+            ("cpu-onnxruntime", "bf16"): " (the CPU execution provider has no general bf16 kernels)"}
 
 
 _DEVICES: tuple[DeviceProfile, ...] = (
     DeviceProfile(
         "cpu-onnxruntime", "onnxruntime", "fp32", 1, "local", 17,
         "ONNX Runtime CPUExecutionProvider, fixed intra-op threads, sequential execution",
-        "this host; or any host with slimda + onnxruntime over --host user@addr"),
+        "this host; or any host with slimda + onnxruntime over --host user@addr", precisions=("fp32", "int8")),
     DeviceProfile(
         "cpu-openvino", "openvino", "fp32", 1, "local", 17,
         "OpenVINO CPU plugin, INFERENCE_PRECISION_HINT set explicitly (f32 default), 1 stream, latency hint",
-        "this host; or an Intel box with slimda + openvino over --host user@addr"),
+        "this host; or an Intel box with slimda + openvino over --host user@addr",
+        precisions=("fp32", "bf16", "int8")),
     DeviceProfile(
         "ort-mobile", "onnxruntime-ort-format", "fp32", 1, "local+adb", 17,
         "ONNX Runtime with the model converted to ORT format, 1 thread; desktop proxy or a phone over adb",
-        "this host (proxy); a phone with --adb SERIAL and onnxruntime_perf_test pushed to it"),
+        "this host (proxy); a phone with --adb SERIAL and onnxruntime_perf_test pushed to it",
+        precisions=("fp32", "int8")),
     DeviceProfile(
         "jetson-nano", "tensorrt-trtexec", "fp16", None, "ssh", 13,
         "Jetson Nano (JetPack 4.6, TensorRT 8.2): trtexec on the device, fp16",
-        f"--host user@jetson; trtexec at {JETPACK_TRTEXEC}", trt_version="8.2"),
+        f"--host user@jetson; trtexec at {JETPACK_TRTEXEC}", trt_version="8.2", precisions=("fp32", "fp16")),
     DeviceProfile(
         "jetson-orin-nano", "tensorrt-trtexec", "fp16", None, "ssh", 17,
         "Jetson Orin Nano (JetPack 5/6, TensorRT 8.5-10.x): trtexec on the device, fp16",
-        f"--host user@jetson; trtexec at {JETPACK_TRTEXEC}"),
+        f"--host user@jetson; trtexec at {JETPACK_TRTEXEC}", precisions=("fp16", "int8")),
     DeviceProfile(
         "jetson-agx-orin", "tensorrt-trtexec", "fp16", None, "ssh", 17,
         "Jetson AGX Orin (JetPack 5/6, TensorRT 8.5-10.x): trtexec on the device, fp16",
-        f"--host user@jetson; trtexec at {JETPACK_TRTEXEC}"),
+        f"--host user@jetson; trtexec at {JETPACK_TRTEXEC}", precisions=("fp16", "int8")),
     DeviceProfile(
         "tensorrt", "tensorrt-python", "fp16", None, "local", 17,
         "TensorRT Python API on this host's NVIDIA GPU (builder, ONNX parser, CUDA-event timing)",
-        "this host: pip install tensorrt cuda-python (NVIDIA's index) and an NVIDIA driver"),
+        "this host: pip install tensorrt cuda-python (NVIDIA's index) and an NVIDIA driver",
+        precisions=("fp32", "fp16", "int8")),
 )
 
 DEVICES: dict[str, DeviceProfile] = {d.name: d for d in _DEVICES}
@@ -86,9 +106,9 @@ def get_device(name: str | DeviceProfile) -> DeviceProfile:
 
 
 def device_table() -> list[dict[str, str]]:
-    """Rows for ``--list-devices``: name, runtime, where, precision, description."""
+    """Rows for ``--list-devices``: name, runtime, where, default precision, supported ones, description."""
     return [
         {"name": d.name, "runtime": d.runtime, "where": d.where, "precision": d.precision,
-         "description": d.description}
+         "precisions": ",".join(d.precisions), "description": d.description}
         for d in _DEVICES
     ]

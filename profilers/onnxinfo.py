@@ -119,3 +119,25 @@ def float_precision(onnx_path: str | Path) -> str:
     if TensorProto.BFLOAT16 in types:
         return "bf16"
     return "fp32"
+
+
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                           "MatMulInteger"})
+
+
+def is_quantized(onnx_path: str | Path) -> bool:
+    """Whether the model holds quantization (QDQ pairs or integer operators): an int8 model."""
+    return any(node.op_type in QUANTIZED_OPS for node in load_model(onnx_path).graph.node)
+
+
+def model_precision(onnx_path: str | Path) -> str:
+    """``int8`` for a quantized model, else the precision of its float weights (``float_precision``)."""
+    return "int8" if is_quantized(onnx_path) else float_precision(onnx_path)
+
+
+def check_int8_model(onnx_path: str | Path, precision: str, device: str) -> None:
+    """int8 is a property of the model (static QDQ quantization), not a runtime switch: refuse a float model."""
+    if precision == "int8" and not is_quantized(onnx_path):
+        raise ConfigError(f"{device} runs int8 from a quantized model, and {Path(onnx_path).name} has no "
+                          f"QuantizeLinear/DequantizeLinear nodes: quantize it first (slimda.export.quantize, "
+                          f"calibrated on target images), or ask for fp32")

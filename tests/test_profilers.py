@@ -111,7 +111,7 @@ def test_loop_limits_are_checked():
     with pytest.raises(ConfigError):
         LoopLimits(min_runs=10, max_runs=5)
     with pytest.raises(ConfigError):
-        MeasureOptions(precision="int8")
+        MeasureOptions(precision="int4")
 
 
 # -------------------------------------------------------------------------------------------------- devices
@@ -345,7 +345,7 @@ def test_runtime_failure_becomes_failure_row(tmp_path):
 
 
 def test_configuration_errors_are_not_swallowed(model):
-    with pytest.raises(ConfigError, match="fp32 only"):
+    with pytest.raises(ConfigError, match=r"cpu-onnxruntime does not run fp16 .*supports fp32, int8"):
         measure_row(model, "cpu-onnxruntime", fast_options(precision="fp16"))
     row = failure_row("jetson-nano", "boom\nsecond line")
     assert row["status"] == "failed" and row["error"] == "boom | second line"
@@ -511,3 +511,20 @@ def test_serving_worker_answers_each_request_and_survives_a_failing_one(model, t
     # a file cut short by a dropped connection is never written
     short = json.dumps({"op": "put", "path": str(tmp_path / "cut.onnx"), "size": 100}).encode() + b"\n" + data[:10]
     assert serve(io.BytesIO(short), io.BytesIO()) == 1 and not (tmp_path / "cut.onnx").exists()
+
+
+def test_each_device_lists_its_precisions_and_refuses_others(model):
+    expected = {"cpu-onnxruntime": ("fp32", "int8"), "cpu-openvino": ("fp32", "bf16", "int8"),
+                "ort-mobile": ("fp32", "int8"), "jetson-nano": ("fp32", "fp16"),
+                "jetson-orin-nano": ("fp16", "int8"), "jetson-agx-orin": ("fp16", "int8"),
+                "tensorrt": ("fp32", "fp16", "int8")}
+    assert {name: d.precisions for name, d in DEVICES.items()} == expected
+    assert all(d.precision in d.precisions for d in DEVICES.values())  # the default is one of them
+    with pytest.raises(ConfigError, match=r"jetson-nano does not run int8 \(its Maxwell GPU has no fast INT8.*"
+                                          r"supports fp32, fp16 \(default fp16\)"):
+        MeasureOptions(precision="int8").precision_for(DEVICES["jetson-nano"])
+    assert MeasureOptions().precision_for(DEVICES["jetson-orin-nano"]) == "fp16"
+    # int8 is the model's (QDQ), not a switch: a float model asked to run int8 is refused before timing
+    for device in ("cpu-onnxruntime", "cpu-openvino", "ort-mobile"):
+        with pytest.raises(ConfigError, match="runs int8 from a quantized model.*no QuantizeLinear"):
+            measure_row(model, device, fast_options(precision="int8"))

@@ -188,3 +188,16 @@ def test_perf_test_command():
     assert argv[0] == "/data/local/tmp/onnxruntime_perf_test" and argv[-1] == "/data/local/tmp/slimda/m.ort"
     assert argv[argv.index("-r") + 1] == "50" and argv[argv.index("-x") + 1] == "1"
     assert {"-e", "-m", "-I", "-s"} <= set(argv) and argv[argv.index("-m") + 1] == "times"
+
+
+@pytest.mark.parametrize("version, expected", [
+    ((8, 2, 1), ["--int8", "--fp16", "--workspace=1024"]),
+    ((8, 6, 1), ["--int8", "--fp16", "--memPoolSize=workspace:1024"]),
+    ((10, 3, 0), ["--int8", "--fp16", "--memPoolSize=workspace:1024"]),
+    ((11, 0, 0), ["--memPoolSize=workspace:1024"]),  # strongly typed: int8 from the model's Q/DQ nodes
+])
+def test_int8_command_line_per_tensorrt_version(version, expected):
+    argv = trtexec_command("trtexec", version, onnx="m.qdq.onnx", precision="int8", save_engine="m.engine",
+                           build_only=True)
+    assert argv[:2] == ["trtexec", "--onnx=m.qdq.onnx"] and argv[2:2 + len(expected)] == expected
+    assert not any(a.startswith("--calib") for a in argv)  # explicit quantization: the scales are in the model

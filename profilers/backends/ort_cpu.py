@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slimda.errors import ConfigError
 from slimda.profilers.base import LocalBackend, LocalModel
 from slimda.profilers.config import MeasureOptions
 from slimda.profilers.devices import DeviceProfile
-from slimda.profilers.onnxinfo import InputSpec, input_specs, random_feed, specs_text
+from slimda.profilers.onnxinfo import InputSpec, check_int8_model, input_specs, model_precision, random_feed, specs_text
 
 
 def session_options(threads: int):
@@ -50,13 +49,11 @@ class OnnxRuntimeBackend(LocalBackend):
         import onnxruntime as ort
 
         precision = options.precision_for(device)
-        if precision != "fp32":
-            raise ConfigError(f"{device.name} measures fp32 only (the CPU execution provider has no general "
-                              f"{precision} kernels); export an fp32 model or use cpu-openvino for {precision}")
+        check_int8_model(path, precision, device.name)
         threads = options.threads_for(device) or 1
         specs = input_specs(path, options.batch, options.resolution)
         run = open_session(path, specs, threads, options)
         return LocalModel(run, dict(device=device.name, runtime="onnxruntime", runtime_version=ort.__version__,
-                                    precision="fp32", threads=threads, batch=options.batch,
+                                    precision=model_precision(path), threads=threads, batch=options.batch,
                                     input_shape=specs_text(specs)),
                           ("CPUExecutionProvider, inter_op=1, sequential, ORT_ENABLE_ALL",))

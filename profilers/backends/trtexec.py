@@ -28,7 +28,8 @@ from slimda.profilers.backends.trtexec_cli import (
 from slimda.profilers.base import Artifact, Backend, Measurement, MeasurementError, join_notes
 from slimda.profilers.config import MeasureOptions
 from slimda.profilers.devices import JETPACK_TRTEXEC, DeviceProfile, get_device
-from slimda.profilers.onnxinfo import InputSpec, float_precision, input_specs, specs_text
+from slimda.profilers.onnxinfo import InputSpec, check_int8_model, input_specs, specs_text
+from slimda.profilers.onnxinfo import model_precision as model_precision_of
 from slimda.profilers.ssh import SSHTarget, remote_model_path
 from slimda.profilers.stats import compute_stats
 from slimda.profilers.transport import CommandResult, TransportError
@@ -107,8 +108,9 @@ def _plan(path: Path, device: DeviceProfile, opts: MeasureOptions) -> _Plan:
             version = parse_version(device.trt_version)  # e.g. the Nano's last JetPack ships TensorRT 8.2
             notes = f"TensorRT version not detected; assumed {device.trt_version} for {device.name}"
     requested = opts.precision_for(device)
+    check_int8_model(path, requested, device.name)
     if version[0] >= 11:
-        model_precision = float_precision(path)
+        model_precision = model_precision_of(path)
         if requested != model_precision:
             raise ConfigError(
                 f"TensorRT {version_text(version)} builds strongly typed networks only (no --fp16/--bf16): "
@@ -116,6 +118,8 @@ def _plan(path: Path, device: DeviceProfile, opts: MeasureOptions) -> _Plan:
                 "(python -m modelopt.onnx.autocast --onnx_path model.onnx) or ask for --precision "
                 f"{model_precision}.")
         notes = join_notes(notes, "TensorRT 11: strongly typed, precision from the model")
+    elif requested == "int8":
+        notes = join_notes(notes, "--int8 --fp16: int8 where the model's Q/DQ nodes say, fp16 elsewhere")
     elif requested == "fp16":
         notes = join_notes(notes, "--fp16 allows fp16 kernels; TensorRT keeps fp32 where faster or required")
     remote_onnx = remote_model_path(path, opts.ssh.remote_dir)  # type: ignore[union-attr]  # require_host

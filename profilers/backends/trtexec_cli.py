@@ -17,6 +17,10 @@ The flags differ per TensorRT version; what this module relies on:
 - 8.6+ skip timing with ``--skipInference`` (``--buildOnly`` is the 8.2 name).
 - 10.x: ``--bf16`` exists; TF32 is on unless ``--noTF32`` (the 10.x log prints "TF32 is enabled by
   default. Add --noTF32 flag ..."), so fp32 measurements pass ``--noTF32``.
+- int8 (explicit quantization: a QDQ model, as slimda.export.quantize writes): ``--int8`` enables INT8
+  kernels where the Q/DQ nodes say so, plus ``--fp16`` so layers left unquantized run in fp16 rather than fp32
+  (NVIDIA's "Explicit Quantization" guidance); the same two flags from 8.2 to 10.x. No ``--calib``: the
+  scales are in the model.
 - 11.x removes every precision flag (``--fp16``, ``--bf16``, ``--int8``, ``--fp8``, ``--int4``, ``--best``):
   networks are always strongly typed, and fp16 comes from converting the model offline with ModelOpt
   AutoCast ("Migrating trtexec Usage from TensorRT 10.x to 11.x", docs.nvidia.com/deeplearning/tensorrt/
@@ -113,6 +117,8 @@ def precision_flags(version: TrtVersion, precision: str) -> list[str]:
         return []
     if precision == "fp16":
         return ["--fp16"]
+    if precision == "int8":
+        return ["--int8", "--fp16"]
     if precision == "bf16":
         if version[0] < 10:
             raise ConfigError(f"TensorRT {version_text(version)} has no bf16 in trtexec: use fp16 or fp32")

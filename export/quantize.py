@@ -1,0 +1,135 @@
+"""Static INT8 quantization of an exported model with ONNX Runtime's own tools, calibrated on target images.
+
+One QDQ model serves every runtime slimda deploys to: ONNX Runtime fuses the Q/DQ pairs into int8 kernels,
+OpenVINO reads QDQ ONNX as an int8 model, and TensorRT builds it by explicit quantization (``trtexec --int8``).
+TensorRT accepts symmetric int8 only, so weights (per output channel) and activations are int8 with zero
+points 0. Calibration images are unlabelled target images, the deployment site's own, fed through the
+manifest's preprocessing (``Preprocessing``), and never the images that score sub-networks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from slimda.errors import ConfigError, SlimdaError
+
+CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "entropy", "percentile")
+
+
+class TargetCalibrationReader:
+    """ONNX Runtime's ``CalibrationDataReader`` interface (``get_next``, ``rewind``) over target images:
+    ``dataset`` is the target domain read with the manifest's preprocessing (``Domain.dataset(prep)``),
+    ``indices`` the calibration images. Duck-typed, so importing this module needs no onnxruntime.
+
+    It records what it fed (``fed_indices`` and the SHA-256 of every array), for the manifest and for tests.
+    """
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int], input_name: str = "input") -> None:
+        if not indices:
+            raise ConfigError("calibration needs at least one target image")
+        self.dataset, self.indices, self.input_name = dataset, list(indices), input_name
+        self.fed_indices: list[int] = []
+        self.fed_sha256: list[str] = []
+        self._iterator: Iterator[int] | None = None
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._iterator is None:
+            self._iterator = iter(self.indices)
+        index = next(self._iterator, None)
+        if index is None:
+            return None
+        x = self.dataset[index][0].unsqueeze(0).numpy().astype(np.float32)
+        self.fed_indices.append(index)
+        self.fed_sha256.append(hashlib.sha256(x.tobytes()).hexdigest())
+        return {self.input_name: x}
+
+    def rewind(self) -> None:
+        self._iterator = None
+
+
+@dataclass(frozen=True)
+class QuantizationRecord:
+    """How a model was quantized, as the manifest records it."""
+
+    method: str
+    per_channel: bool
+    images: int
+    image_indices: tuple[int, ...]
+    image_sha256: tuple[str, ...] = field(repr=False)
+    tool: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"calibration_method": self.method, "per_channel": self.per_channel,
+                "calibration_images": self.images, "calibration_indices": list(self.image_indices),
+                "calibration_sha256": list(self.image_sha256), "quantizer": self.tool}
+
+
+def split_calibration(count: int, calibration: int, scored: Sequence[int], seed: int = 0) -> list[int]:
+    """``calibration`` target image indices out of ``count``, none of them in ``scored`` (drawn with ``seed``).
+
+    A ``ConfigError`` says how many images calibration needs when the target has too few left.
+    """
+    taken = set(scored)
+    free = [i for i in range(count) if i not in taken]
+    if len(free) < calibration:
+        raise ConfigError(f"int8 calibration needs {calibration} target images that are not used for scoring, "
+                          f"but the target has {count} images and {len(taken)} score sub-networks: add target "
+                          f"images, lower --calibration-count, or score on fewer (--score-images)")
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(free, size=calibration, replace=False))
+
+
+def quantize_qdq(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike, reader: TargetCalibrationReader,
+                 method: str = "minmax", per_channel: bool = True) -> QuantizationRecord:
+    """Write ``onnx_out``: ``onnx_in`` statically quantized to QDQ int8 (symmetric), calibrated by ``reader``.
+
+    The output is written beside and renamed, so an interrupted quantization leaves no partial file.
+    """
+    import onnxruntime
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    if method not in methods:
+        raise ConfigError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
+    onnx_out = Path(onnx_out)
+    onnx_out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=onnx_out.parent, prefix=".quantize-") as tmp:
+        prepared, written = Path(tmp) / "prepared.onnx", Path(tmp) / "model.qdq.onnx"
+        try:
+            # ONNX Runtime's recommended first step: shape inference and graph optimisation before quantizing
+            quant_pre_process(str(onnx_in), str(prepared), skip_symbolic_shape=True)
+            quantize_static(str(prepared), str(written), reader, quant_format=QuantFormat.QDQ,
+                            per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=methods[method],
+                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+        except ConfigError:
+            raise
+        except Exception as err:  # noqa: BLE001 - ONNX Runtime raises many types
+            raise SlimdaError(f"ONNX Runtime could not quantize {onnx_in}: {type(err).__name__}: {err}") from err
+        os.replace(written, onnx_out)
+    return QuantizationRecord(method, per_channel, len(reader.fed_indices), tuple(reader.fed_indices),
+                              tuple(reader.fed_sha256), f"onnxruntime.quantization {onnxruntime.__version__}")
+
+
+def top1_agreement(fp32_onnx: str | os.PathLike, int8_onnx: str | os.PathLike, images: np.ndarray,
+                   input_name: str = "input") -> float:
+    """Share of ``images`` ``[N, C, H, W]`` on which the int8 model's top-1 class is the fp32 model's (ONNX
+    Runtime, one image at a time as deployed): the parity of a quantized model, needing no labels."""
+    import onnxruntime as ort
+
+    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (fp32_onnx, int8_onnx)]
+    same = 0
+    for x in images:
+        a, b = (s.run(None, {input_name: x[None].astype(np.float32)})[0] for s in sessions)
+        same += int(a.argmax() == b.argmax())
+    return same / max(len(images), 1)

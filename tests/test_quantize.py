@@ -1,0 +1,80 @@
+"""INT8: static QDQ quantization with ONNX Runtime's tools, calibrated on target images through the manifest's
+preprocessing, run by ONNX Runtime and OpenVINO."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from slimda.data.domains import load_domain
+from slimda.errors import ConfigError
+from slimda.export.manifest import InputRecipe
+from slimda.export.onnx_export import export_onnx
+from slimda.export.quantize import TargetCalibrationReader, quantize_qdq, split_calibration, top1_agreement
+from slimda.profilers.measurement import MeasureOptions, measure_row
+from slimda.profilers.onnxinfo import is_quantized, model_precision
+from slimda.select.evaluate import calibrated
+from slimda.train.config import TrainConfig
+from slimda.train.trainer import Trainer
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A digits-cnn bank trained briefly on mnist -> digits (confident enough that top-1 is meaningful)."""
+    run = tmp_path_factory.mktemp("q") / "run"
+    trainer = Trainer(TrainConfig(iters=60, batch_size=32, model_batch=2, checkpoint_every=60), run,
+                      progress=False)
+    trainer.fit()
+    return trainer
+
+
+def test_int8_subnetwork_is_calibrated_through_the_manifest_recipe_and_agrees_with_fp32(trained, tmp_path):
+    bank, meta = trained.bank.eval(), trained.meta()
+    config = bank.space.uniform(0.75)
+    target = load_domain("digits")
+    # the deployed recipe, read back from its manifest form: what calibration must feed
+    recipe = InputRecipe.from_dict(InputRecipe((1, *meta.input_chw), meta.preprocessing, meta.class_names).to_dict())
+    dataset = target.dataset(recipe.preprocessing)
+    scored = list(range(0, 600))
+    cal = split_calibration(len(target), 64, scored, seed=0)
+    assert len(cal) == 64 and not set(cal) & set(scored)
+    calibration = [dataset[i][0][None] for i in cal[:32]]
+    net = calibrated(bank, config, calibration).net("ca")
+    fp32 = export_onnx(net, tmp_path / "model.onnx", (1, *meta.input_chw))
+    reader = TargetCalibrationReader(dataset, cal, recipe.input_name)
+    record = quantize_qdq(fp32, tmp_path / "model.int8.onnx", reader, method="minmax")
+    int8 = tmp_path / "model.int8.onnx"
+    assert is_quantized(int8) and model_precision(int8) == "int8" and not is_quantized(fp32)
+    # what the reader fed: exactly the calibration images, preprocessed by the manifest's recipe
+    expected = [hashlib.sha256(dataset[i][0][None].numpy().tobytes()).hexdigest() for i in cal]
+    assert record.image_indices == tuple(cal) and list(record.image_sha256) == expected
+    assert record.images == 64 and record.per_channel and record.to_dict()["calibration_method"] == "minmax"
+
+    images = np.stack([dataset[i][0].numpy() for i in scored[:300]])
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
+    predicted = {int(session.run(None, {"input": x[None]})[0].argmax()) for x in images}
+    assert len(predicted) >= 5  # a network that tells digits apart, so agreement means something
+    assert top1_agreement(fp32, int8, images) >= 0.9  # ONNX Runtime
+    import openvino as ov
+
+    ov_int8 = ov.Core().compile_model(str(int8), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    ov_fp32 = ov.Core().compile_model(str(fp32), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    same = [int(ov_int8(x[None])[0].argmax() == ov_fp32(x[None])[0].argmax()) for x in images]
+    assert np.mean(same) >= 0.9  # OpenVINO runs the same QDQ model
+    fast = MeasureOptions(precision="int8", warmup=1, min_runs=5, min_time_s=0.0)
+    for device in ("cpu-onnxruntime", "cpu-openvino", "ort-mobile"):
+        row = measure_row(int8, device, fast)
+        assert row["status"] == "ok" and row["precision"] == "int8", (device, row.get("error"))
+
+
+def test_calibration_refuses_too_few_free_images_and_unknown_methods(tmp_path):
+    with pytest.raises(ConfigError, match="needs 64 target images that are not used for scoring.*has 100"):
+        split_calibration(100, 64, range(50))
+    reader = TargetCalibrationReader([(np.zeros((1, 4, 4), np.float32), 0)], [0])
+    with pytest.raises(ConfigError, match="unknown calibration method 'magic'"):
+        quantize_qdq(tmp_path / "none.onnx", tmp_path / "out.onnx", reader, method="magic")
+    assert not (tmp_path / "out.onnx").exists()
