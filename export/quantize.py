@@ -22,6 +22,9 @@ from torch.utils.data import Dataset
 from slimda.errors import ConfigError, SlimdaError
 
 CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "entropy", "percentile")
+# Activation formats: int8 symmetric (zero point 0, what TensorRT's explicit quantization requires) or uint8
+# asymmetric (ONNX Runtime's fast x86 path, U8S8); weights are int8 symmetric per channel either way.
+ACTIVATIONS: tuple[str, ...] = ("int8", "uint8")
 
 
 class TargetCalibrationReader:
@@ -61,13 +64,14 @@ class QuantizationRecord:
 
     method: str
     per_channel: bool
+    activations: str
     images: int
     image_indices: tuple[int, ...]
     image_sha256: tuple[str, ...] = field(repr=False)
     tool: str
 
     def to_dict(self) -> dict[str, object]:
-        return {"calibration_method": self.method, "per_channel": self.per_channel,
+        return {"calibration_method": self.method, "per_channel": self.per_channel, "activations": self.activations,
                 "calibration_images": self.images, "calibration_indices": list(self.image_indices),
                 "calibration_sha256": list(self.image_sha256), "quantizer": self.tool}
 
@@ -88,8 +92,9 @@ def split_calibration(count: int, calibration: int, scored: Sequence[int], seed:
 
 
 def quantize_qdq(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike, reader: TargetCalibrationReader,
-                 method: str = "minmax", per_channel: bool = True) -> QuantizationRecord:
-    """Write ``onnx_out``: ``onnx_in`` statically quantized to QDQ int8 (symmetric), calibrated by ``reader``.
+                 method: str = "minmax", per_channel: bool = True, activations: str = "int8") -> QuantizationRecord:
+    """Write ``onnx_out``: ``onnx_in`` statically quantized to QDQ (int8 weights per channel; ``activations``
+    int8 symmetric or uint8 asymmetric), calibrated by ``reader``.
 
     The output is written beside and renamed, so an interrupted quantization leaves no partial file.
     """
@@ -101,6 +106,9 @@ def quantize_qdq(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike, reader
                "percentile": CalibrationMethod.Percentile}
     if method not in methods:
         raise ConfigError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
+    if activations not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation format {activations!r}; choose one of {', '.join(ACTIVATIONS)}")
+    activation_type = QuantType.QInt8 if activations == "int8" else QuantType.QUInt8
     onnx_out = Path(onnx_out)
     onnx_out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=onnx_out.parent, prefix=".quantize-") as tmp:
@@ -109,15 +117,15 @@ def quantize_qdq(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike, reader
             # ONNX Runtime's recommended first step: shape inference and graph optimisation before quantizing
             quant_pre_process(str(onnx_in), str(prepared), skip_symbolic_shape=True)
             quantize_static(str(prepared), str(written), reader, quant_format=QuantFormat.QDQ,
-                            per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            per_channel=per_channel, activation_type=activation_type, weight_type=QuantType.QInt8,
                             calibrate_method=methods[method],
-                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+                            extra_options={"ActivationSymmetric": activations == "int8", "WeightSymmetric": True})
         except ConfigError:
             raise
         except Exception as err:  # noqa: BLE001 - ONNX Runtime raises many types
             raise SlimdaError(f"ONNX Runtime could not quantize {onnx_in}: {type(err).__name__}: {err}") from err
         os.replace(written, onnx_out)
-    return QuantizationRecord(method, per_channel, len(reader.fed_indices), tuple(reader.fed_indices),
+    return QuantizationRecord(method, per_channel, activations, len(reader.fed_indices), tuple(reader.fed_indices),
                               tuple(reader.fed_sha256), f"onnxruntime.quantization {onnxruntime.__version__}")
 
 

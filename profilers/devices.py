@@ -30,6 +30,10 @@ class DeviceProfile:
     reach: str
     trt_version: str | None = None
     precisions: tuple[str, ...] = ("fp32",)
+    # int8 models for this device quantize activations as int8 symmetric (TensorRT's explicit quantization
+    # accepts nothing else) or uint8 asymmetric (ONNX Runtime's fast x86 kernels are U8S8: with int8
+    # activations its int8 models ran slower than fp32 here; benchmarks/precision_speedup.py)
+    int8_activations: str = "int8"
 
     @property
     def is_jetson(self) -> bool:
@@ -55,17 +59,18 @@ _DEVICES: tuple[DeviceProfile, ...] = (
     DeviceProfile(
         "cpu-onnxruntime", "onnxruntime", "fp32", 1, "local", 17,
         "ONNX Runtime CPUExecutionProvider, fixed intra-op threads, sequential execution",
-        "this host; or any host with slimda + onnxruntime over --host user@addr", precisions=("fp32", "int8")),
+        "this host; or any host with slimda + onnxruntime over --host user@addr", precisions=("fp32", "int8"),
+        int8_activations="uint8"),
     DeviceProfile(
         "cpu-openvino", "openvino", "fp32", 1, "local", 17,
         "OpenVINO CPU plugin, INFERENCE_PRECISION_HINT set explicitly (f32 default), 1 stream, latency hint",
         "this host; or an Intel box with slimda + openvino over --host user@addr",
-        precisions=("fp32", "bf16", "int8")),
+        precisions=("fp32", "bf16", "int8"), int8_activations="uint8"),
     DeviceProfile(
         "ort-mobile", "onnxruntime-ort-format", "fp32", 1, "local+adb", 17,
         "ONNX Runtime with the model converted to ORT format, 1 thread; desktop proxy or a phone over adb",
         "this host (proxy); a phone with --adb SERIAL and onnxruntime_perf_test pushed to it",
-        precisions=("fp32", "int8")),
+        precisions=("fp32", "int8"), int8_activations="uint8"),
     DeviceProfile(
         "jetson-nano", "tensorrt-trtexec", "fp16", None, "ssh", 13,
         "Jetson Nano (JetPack 4.6, TensorRT 8.2): trtexec on the device, fp16",

@@ -135,6 +135,22 @@ def model_precision(onnx_path: str | Path) -> str:
     return "int8" if is_quantized(onnx_path) else float_precision(onnx_path)
 
 
+def activation_format(onnx_path: str | Path) -> str | None:
+    """``int8`` or ``uint8``: the type the model's QuantizeLinear nodes quantize to (None when none has a
+    constant zero point to read it from)."""
+    from onnx import TensorProto, numpy_helper
+
+    model = load_model(onnx_path)
+    constants = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and len(node.input) > 2 and node.input[2] in constants:
+            kind = constants[node.input[2]].data_type
+            if kind in (TensorProto.INT8, TensorProto.UINT8):
+                return "int8" if kind == TensorProto.INT8 else "uint8"
+            return str(numpy_helper.to_array(constants[node.input[2]]).dtype)
+    return None
+
+
 def check_int8_model(onnx_path: str | Path, precision: str, device: str) -> None:
     """int8 is a property of the model (static QDQ quantization), not a runtime switch: refuse a float model."""
     if precision == "int8" and not is_quantized(onnx_path):

@@ -13,8 +13,9 @@ from slimda.errors import ConfigError
 from slimda.export.manifest import InputRecipe
 from slimda.export.onnx_export import export_onnx
 from slimda.export.quantize import TargetCalibrationReader, quantize_qdq, split_calibration, top1_agreement
+from slimda.profilers.devices import DEVICES
 from slimda.profilers.measurement import MeasureOptions, measure_row
-from slimda.profilers.onnxinfo import is_quantized, model_precision
+from slimda.profilers.onnxinfo import activation_format, is_quantized, model_precision
 from slimda.select.evaluate import calibrated
 from slimda.train.config import TrainConfig
 from slimda.train.trainer import Trainer
@@ -70,6 +71,17 @@ def test_int8_subnetwork_is_calibrated_through_the_manifest_recipe_and_agrees_wi
         row = measure_row(int8, device, fast)
         assert row["status"] == "ok" and row["precision"] == "int8", (device, row.get("error"))
 
+    # the CPU runtimes' format: uint8 activations (ONNX Runtime's fast x86 kernels), TensorRT's: int8 symmetric
+    uint8 = tmp_path / "model.uint8.onnx"
+    quantize_qdq(fp32, uint8, TargetCalibrationReader(dataset, cal), activations="uint8")
+    assert activation_format(int8) == "int8" and activation_format(uint8) == "uint8"
+    assert top1_agreement(fp32, uint8, images) >= 0.9
+    assert measure_row(uint8, "cpu-onnxruntime", fast)["precision"] == "int8"
+    assert {d: DEVICES[d].int8_activations for d in ("cpu-onnxruntime", "cpu-openvino", "jetson-agx-orin",
+                                                      "tensorrt")} == {"cpu-onnxruntime": "uint8", "cpu-openvino":
+                                                                        "uint8", "jetson-agx-orin": "int8",
+                                                                        "tensorrt": "int8"}
+
 
 def test_calibration_refuses_too_few_free_images_and_unknown_methods(tmp_path):
     with pytest.raises(ConfigError, match="needs 64 target images that are not used for scoring.*has 100"):
@@ -78,3 +90,12 @@ def test_calibration_refuses_too_few_free_images_and_unknown_methods(tmp_path):
     with pytest.raises(ConfigError, match="unknown calibration method 'magic'"):
         quantize_qdq(tmp_path / "none.onnx", tmp_path / "out.onnx", reader, method="magic")
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_an_int8_bank_table_is_refused_with_what_to_do_instead(tmp_path, capsys):
+    from slimda.cli import main
+
+    code = main(["profile", "--device", "cpu-onnxruntime", "--arch", "digits-cnn", "--out", str(tmp_path / "t.csv"),
+                 "--precision", "int8"])
+    assert code == 2 and "int8 latency table of a bank is not built yet" in capsys.readouterr().err
+    assert not (tmp_path / "t.csv").exists()

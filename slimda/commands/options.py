@@ -19,8 +19,9 @@ def add_measure_arguments(parser: argparse.ArgumentParser, resolution: bool = Tr
     how = parser.add_argument_group("how to measure")
     how.add_argument("--threads", type=int, help="CPU threads (intra-op threads / INFERENCE_NUM_THREADS); "
                      "default: the device profile's (1)")
-    how.add_argument("--precision", choices=("fp32", "fp16", "bf16"),
-                     help="inference precision; default: the device's (fp32 on CPUs, fp16 on Jetsons/TensorRT). "
+    how.add_argument("--precision", choices=("fp32", "fp16", "bf16", "int8"),
+                     help="inference precision; default: the device's (fp32 on CPUs, fp16 on Jetsons/TensorRT); "
+                     "slimda-profile --list-devices shows what each supports. int8 needs a quantized (QDQ) model. "
                      "The precision actually used is what the row records")
     if resolution:
         how.add_argument("--resolution", metavar="HxW", help="input height x width for models with a symbolic "
