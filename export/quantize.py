@@ -129,6 +129,41 @@ def quantize_qdq(onnx_in: str | os.PathLike, onnx_out: str | os.PathLike, reader
                               tuple(reader.fed_sha256), f"onnxruntime.quantization {onnxruntime.__version__}")
 
 
+class SyntheticInputs(Dataset):
+    """``count`` random inputs of ``shape`` (without the batch dimension), for quantizing what is only *timed*.
+
+    A latency table's blocks and networks are quantized with the deployed model's settings (Q/DQ placement,
+    per-channel weights, activation format), so int8 kernels are chosen as they will be; the scales the
+    calibration picks do not change how long a kernel takes, so no target image is needed for them.
+    """
+
+    def __init__(self, shape: Sequence[int], count: int = 4, seed: int = 0) -> None:
+        import torch
+
+        gen = torch.Generator().manual_seed(seed)
+        self.inputs = [torch.randn(tuple(shape), generator=gen) for _ in range(count)]
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, i: int):
+        return self.inputs[i], -1
+
+
+def quantize_for_timing(onnx_path: str | os.PathLike, input_shape: Sequence[int], activations: str) -> Path:
+    """Replace ``onnx_path`` by its int8 QDQ form, calibrated on ``SyntheticInputs`` (see there: timing only)."""
+    onnx_path = Path(onnx_path)
+    fp32 = onnx_path.with_name(f"{onnx_path.stem}.fp32.onnx")
+    os.replace(onnx_path, fp32)
+    data = SyntheticInputs(input_shape[1:])
+    try:
+        quantize_qdq(fp32, onnx_path, TargetCalibrationReader(data, list(range(len(data)))),
+                     activations=activations)
+    finally:
+        fp32.unlink(missing_ok=True)
+    return onnx_path
+
+
 def top1_agreement(fp32_onnx: str | os.PathLike, int8_onnx: str | os.PathLike, images: np.ndarray,
                    input_name: str = "input") -> float:
     """Share of ``images`` ``[N, C, H, W]`` on which the int8 model's top-1 class is the fp32 model's (ONNX

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from slimda.data.domains import load_domain
-from slimda.errors import ConfigError
+from slimda.data.preprocessing import Preprocessing
+from slimda.errors import ConfigError, SlimdaError
 from slimda.export.manifest import InputRecipe
 from slimda.export.onnx_export import export_onnx
 from slimda.export.quantize import TargetCalibrationReader, quantize_qdq, split_calibration, top1_agreement
@@ -19,6 +20,15 @@ from slimda.profilers.onnxinfo import activation_format, is_quantized, model_pre
 from slimda.select.evaluate import calibrated
 from slimda.train.config import TrainConfig
 from slimda.train.trainer import Trainer
+
+
+def _meta():
+    from slimda.model.bank import BankMeta
+
+    return BankMeta(tuple(str(i) for i in range(10)), Preprocessing((28, 28), 1, (0.5,), (0.5,)))
+
+
+META = _meta()
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +102,28 @@ def test_calibration_refuses_too_few_free_images_and_unknown_methods(tmp_path):
     assert not (tmp_path / "out.onnx").exists()
 
 
-def test_an_int8_bank_table_is_refused_with_what_to_do_instead(tmp_path, capsys):
+def test_an_int8_table_is_built_from_quantized_entries_and_serves_int8_only(tmp_path, capsys):
     from slimda.cli import main
+    from slimda.latency.table import load_table, table_path
+    from slimda.model.bank import ModelBank, save_bank
 
-    code = main(["profile", "--device", "cpu-onnxruntime", "--arch", "digits-cnn", "--out", str(tmp_path / "t.csv"),
-                 "--precision", "int8"])
-    assert code == 2 and "int8 latency table of a bank is not built yet" in capsys.readouterr().err
-    assert not (tmp_path / "t.csv").exists()
+    run = tmp_path / "run"
+    save_bank(ModelBank("digits-cnn", 10, 1, ratios=(0.5, 1.0)), run / "bank.pt", META)
+    fast = ["--warmup", "1", "--min-runs", "5", "--min-time", "0", "--fit-configs", "3", "--rounds", "1"]
+    assert main(["profile", "--device", "cpu-onnxruntime", "--bank", str(run), "--precision", "int8", *fast,
+                 "--validate", "2"]) == 0
+    path = table_path(run, "cpu-onnxruntime", "int8")
+    assert path.name == "cpu-onnxruntime-int8.csv" and path.is_file()
+    table = load_table(run, "cpu-onnxruntime", "int8")
+    timed = [r for r in table.rows if r["entry_kind"] != "correction" and r["status"] == "ok"]
+    assert timed and {r["precision"] for r in timed} == {"int8"}  # blocks and networks, all quantized
+    assert {r["entry_kind"] for r in timed} >= {"block", "whole"} and table.precision == "int8"
+    path.rename(table_path(run, "cpu-onnxruntime"))  # an int8 table where the fp32 one belongs is refused
+    with pytest.raises(SlimdaError, match="was timed in int8, not fp32"):
+        load_table(run, "cpu-onnxruntime", "fp32")
+    table_path(run, "cpu-onnxruntime").rename(path)
+    with pytest.raises(SlimdaError, match="no latency table for device cpu-onnxruntime at"):
+        load_table(run, "cpu-onnxruntime")  # the fp32 table is another file, not this one
+    capsys.readouterr()
+    assert main(["profile", "--device", "cpu-onnxruntime", "--bank", str(run), "--out", str(path), *fast]) == 2
+    assert "was built in int8, and this build asks for fp32" in capsys.readouterr().err

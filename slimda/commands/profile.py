@@ -121,15 +121,12 @@ def run_bank_profile(args: argparse.Namespace, device: DeviceProfile) -> int:
 
     options = options_from_args(args)
     check_target(device, options)
-    if options.precision_for(device) == "int8":
-        raise ConfigError(f"an int8 latency table of a bank is not built yet (its blocks would have to be quantized "
-                          f"as the deployed model is): time a quantized model with --onnx MODEL.int8.onnx "
-                          f"--precision int8, or build the {device.precision} table without --precision")
     if args.rounds < 1:
         raise ConfigError(f"--rounds must be at least 1, got {args.rounds}")
     resolution = parse_resolution(args.resolution)
     if args.bank:
-        bank, resolution, out = trained_table_target(args.bank, device.name, resolution, args.out)
+        bank, resolution, out = trained_table_target(args.bank, device.name, resolution, args.out,
+                                                     options.precision)
     elif not args.out:
         raise ConfigError("--arch profiles an untrained bank: give --out FILE for its latency table")
     else:

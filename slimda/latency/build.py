@@ -154,8 +154,9 @@ class Exporter:
     With a ``reference`` configuration, every entry is timed paired with it (exported once, kept)."""
 
     def __init__(self, bank: ModelBank, plan: NetPlan, dev: DeviceProfile, folder: Path,
-                 reference: WidthConfig | None = None) -> None:
+                 reference: WidthConfig | None = None, precision: str | None = None) -> None:
         self.bank, self.plan, self.dev, self.folder = bank, plan, dev, folder
+        self.precision = precision or dev.precision  # int8: every entry quantized as the deployed model is
         self.done: dict[tuple[str, str], tuple[Path, float]] = {}
         self.reference_id = reference.id if reference is not None else ""
         self.reference_path = self.export(Entry("reference", reference.id, reference))[0] if reference else None
@@ -174,6 +175,10 @@ class Exporter:
         else:
             module, shape = self.bank.extract(entry.config, head=HEAD), self.plan.input_shape
         export_onnx(module, path, shape, self.dev.default_opset)
+        if self.precision == "int8":
+            from slimda.export.quantize import quantize_for_timing
+
+            quantize_for_timing(path, shape, self.dev.int8_activations)
         self.done[(entry.kind, entry.key)] = (path, _weights_mb(module))
         return self.done[(entry.kind, entry.key)]
 
@@ -212,10 +217,15 @@ def _check_same_table(rows: Sequence[Mapping[str, str]], plan: NetPlan, dev: Dev
     wanted = {"device": dev.name, "arch": plan.arch, "net_input_shape": plan.input_text,
               "num_classes": str(plan.num_classes), "opset": str(dev.default_opset),
               "threads": "" if threads is None else str(threads), "reference_id": reference_id}
+    precision = options.precision_for(dev)
     for row in rows:
         found = {k: str(row[k]) for k in wanted}
         if not (is_ok_row(row) and row["entry_kind"] != "correction"):
             found["threads"] = wanted["threads"]  # failure rows record the requested threads, or none
+        elif (row.get("precision") == "int8") != (precision == "int8"):
+            raise SlimdaError(f"{path} was built in {row.get('precision')}, and this build asks for {precision}: "
+                              f"a table serves only the precision it was timed in. Pass --out for the "
+                              f"{precision} table, or leave --precision out to extend this one")
         if found != wanted:
             if {k for k in wanted if found[k] != wanted[k]} == {"reference_id"}:
                 how = (f"paired with {found['reference_id']}" if found["reference_id"]
@@ -282,7 +292,7 @@ def build_table(
     try:
         with tempfile.TemporaryDirectory(prefix="slimda-lut-") as tmp, one_torch_thread(), \
                 progress_bar(len(todo), "latency table", "entry", progress) as bar:
-            exporter = Exporter(bank, plan, dev, Path(tmp), reference)
+            exporter = Exporter(bank, plan, dev, Path(tmp), reference, opts.precision_for(dev))
             for i, entry in enumerate(todo):
                 bar.set_postfix_str(entry.key[:48], refresh=False)
                 row = time_entry(entry, exporter, measure_opts, i == last_use[(entry.kind, entry.key)])
@@ -355,7 +365,8 @@ def measure_like_table(onnx_path: str | os.PathLike, table: LatencyTable | None,
         return TableScaleLatency(raw.stats.p50, raw, "median of its own runs", None)
     assert table.reference_ms is not None
     with tempfile.TemporaryDirectory(prefix="slimda-reference-") as tmp, one_torch_thread():
-        reference = Exporter(bank, table.plan, dev, Path(tmp), table.config(table.reference_id)).reference_path
+        reference = Exporter(bank, table.plan, dev, Path(tmp), table.config(table.reference_id),
+                             "int8" if table.precision == "int8" else None).reference_path
         pair = measurement.measure_paired(onnx_path, reference, dev, opts)  # type: ignore[arg-type]
     return TableScaleLatency(
         pair.vs_reference * table.reference_ms, pair.measurement,
@@ -366,14 +377,16 @@ def measure_like_table(onnx_path: str | os.PathLike, table: LatencyTable | None,
 # ------------------------------------------------------------------------------------- banks to profile
 
 def trained_table_target(bank: str | os.PathLike, device: str, resolution: tuple[int, int] | None = None,
-                         out: str | os.PathLike | None = None) -> tuple[ModelBank, tuple[int, int] | None, Path]:
+                         out: str | os.PathLike | None = None,
+                         precision: str | None = None) -> tuple[ModelBank, tuple[int, int] | None, Path]:
     """A trained bank (run directory or bank.pt), the input size its table is timed at (``resolution``, else
-    the size the bank was trained at) and where the table goes (``out``, else RUN/latency/DEVICE.csv)."""
+    the size the bank was trained at) and where the table goes (``out``, else ``table_path``: one per precision)."""
     from slimda.model.bank import load_bank
 
     model, metadata = load_bank(bank)
     run_dir = Path(bank) if Path(bank).is_dir() else Path(bank).parent
-    return model, resolution or metadata.preprocessing.size, Path(out) if out else table_path(run_dir, device)
+    return model, resolution or metadata.preprocessing.size, Path(out) if out else table_path(run_dir, device,
+                                                                                             precision)
 
 
 def untrained_bank(arch: str, num_classes: int = 10, in_channels: int | None = None) -> ModelBank:

@@ -293,6 +293,9 @@ class LatencyTable:
         self.plan = plan or plan_from_description(self.arch, self.input_shape, self.num_classes)  # type: ignore[arg-type]
         self.reference_ms = reference_ms(self.rows)
         self.reference_id = next((str(r["reference_id"]) for r in self.rows if r["reference_id"]), "")
+        timed = {str(r["precision"]) for r in self.rows if is_ok_row(r) and r["entry_kind"] != "correction"}
+        # int8 tables time quantized models; any other precision is whatever the runtime ran floats in
+        self.precision = "int8" if "int8" in timed else (min(timed) if timed else "")
         self.block_ms = _medians(_rounds(self.rows, ("block",), "entry_key", self.reference_ms))
         whole_rounds = _rounds(self.rows, ("uniform", "whole"), "config_id", self.reference_ms)
         self.whole_ms = _medians(whole_rounds)
@@ -400,18 +403,29 @@ class LatencyTable:
                 "round_spread_pct": round(100 * self.noise.spread, 1) if self.noise.networks else ""}
 
 
-def table_path(run_dir: str | os.PathLike, device: str) -> Path:
-    """Where ``slimda-profile --device DEVICE --bank RUN`` writes the table of a run."""
-    return Path(run_dir) / "latency" / f"{device}.csv"
+def table_path(run_dir: str | os.PathLike, device: str, precision: str | None = None) -> Path:
+    """Where ``slimda-profile --device DEVICE --bank RUN [--precision P]`` writes the table of a run: one file
+    per precision, ``DEVICE.csv`` for the device's default and ``DEVICE-P.csv`` for another."""
+    from slimda.profilers.devices import get_device
+
+    default = get_device(device).precision
+    suffix = "" if precision in (None, default) else f"-{precision}"
+    return Path(run_dir) / "latency" / f"{device}{suffix}.csv"
 
 
-def load_table(run_dir: str | os.PathLike, device: str) -> LatencyTable:
-    """The run's table for ``device``; a missing one raises ``SlimdaError`` saying how to build it."""
-    path = table_path(run_dir, device)
+def load_table(run_dir: str | os.PathLike, device: str, precision: str | None = None) -> LatencyTable:
+    """The run's table for ``device`` in ``precision`` (default: the device's); a missing one raises
+    ``SlimdaError`` saying how to build it, and a table timed in another precision is never returned."""
+    path = table_path(run_dir, device, precision)
+    flag = f" --precision {precision}" if precision else ""
     if not path.is_file():
-        raise SlimdaError(f"no latency table for device {device} at {path}: build it with "
-                          f"`slimda-profile --device {device} --bank {run_dir}`")
-    return LatencyTable.load(path)
+        raise SlimdaError(f"no latency table for device {device}{' in ' + precision if precision else ''} at "
+                          f"{path}: build it with `slimda-profile --device {device} --bank {run_dir}{flag}`")
+    table = LatencyTable.load(path)
+    if precision is not None and (precision == "int8") != (table.precision == "int8"):
+        raise SlimdaError(f"{path} was timed in {table.precision}, not {precision}: a table serves only the "
+                          f"precision it was built in")
+    return table
 
 
 # ---------------------------------------------------------------------------------------- reading rows

@@ -82,7 +82,7 @@ def measure_configs(bank: ModelBank, plan: NetPlan, configs: Sequence[WidthConfi
     out: dict[str, list[dict[str, object]]] = {c.id: [] for c in configs}
     with tempfile.TemporaryDirectory(prefix="slimda-lut-val-") as tmp, \
             progress_bar(rounds * len(configs), "validation", "run", progress) as bar, one_torch_thread():
-        exporter = Exporter(bank, plan, dev, Path(tmp), reference)
+        exporter = Exporter(bank, plan, dev, Path(tmp), reference, opts.precision_for(dev))
         for r in range(rounds):
             for config in configs:
                 out[config.id].append(time_entry(Entry("whole", config.id, config, round=r), exporter, opts,
