@@ -104,7 +104,7 @@ class _Decoder(Dataset):
 
 def check_cache_fits(count: int, first: Path, prep: Preprocessing) -> int:
     """Bytes a cache of ``count`` images like ``first`` would take; a ``DataError`` when it would not fit."""
-    channels, (h, w) = probe(first)
+    _, (h, w) = probe(first)
     dh, dw = prep.decoded_size(h, w)
     need = count * prep.channels * dh * dw
     try:
@@ -130,5 +130,6 @@ def build_cache(files: list[Path], prep: Preprocessing, workers: int, desc: str)
     for chunk in loader_of(_Decoder(files, prep), [list(range(i, min(i + 64, len(files))))
                                                    for i in range(0, len(files), 64)],
                            workers=workers, collate=list, progress=desc):
-        cache.extend(chunk)
+        # own memory, not the worker's shared-memory segment: thousands of those would each hold a descriptor
+        cache.extend(t.clone() for t in chunk)
     return cache

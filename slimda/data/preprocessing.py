@@ -65,9 +65,9 @@ class Preprocessing:
             )
         if any(s <= 0 for s in self.std):
             raise ConfigError(f"std {self.std} must be positive.")
-        if self.resize is not None and self.resize < min(self.size):
-            raise ConfigError(f"resize {self.resize} is smaller than the crop {self.size}: it must be at least "
-                              f"the crop's shorter side.")
+        if self.resize is not None and self.resize < max(self.size):
+            raise ConfigError(f"resize {self.resize} is smaller than the crop {self.size}: the shorter side must "
+                              f"be resized to at least the crop's larger side.")
 
     @property
     def is_photo(self) -> bool:
