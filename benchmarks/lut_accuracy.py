@@ -16,6 +16,10 @@ Writes benchmarks/results/lut_accuracy.csv (``--name``; one row per table and co
 
     python benchmarks/lut_accuracy.py                       # digits-cnn 28, resnet18 64 and 96; ORT, OpenVINO
     python benchmarks/lut_accuracy.py --cases digits-cnn:28 --devices cpu-onnxruntime --validate 10
+    python benchmarks/lut_accuracy.py --cases digits-cnn:28:3 --precision int8 --name lut_accuracy_int8
+
+A case is ARCH:RESOLUTION[:CHANNELS] (default channels: the architecture's); ``--precision int8`` builds int8
+tables (every entry quantized as deployed) and validates them on quantized networks.
 """
 
 from __future__ import annotations
@@ -90,7 +94,8 @@ def _with_correction(table, terms: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=["digits-cnn:28", "resnet18:64", "resnet18:96"],
-                        help="ARCH:RESOLUTION")
+                        help="ARCH:RESOLUTION[:CHANNELS]")
+    parser.add_argument("--precision", default=None, help="table precision (default: each device's own)")
     parser.add_argument("--devices", nargs="+", default=["cpu-onnxruntime", "cpu-openvino"])
     parser.add_argument("--validate", type=int, default=30)
     parser.add_argument("--fit-configs", type=int, default=40)
@@ -103,16 +108,18 @@ def main() -> None:
     parser.add_argument("--unpaired", action="store_true", help="time every entry alone (no reference network)")
     args = parser.parse_args()
     results = RESULTS / f"{args.name}.csv"
-    options = MeasureOptions(threads=args.threads, warmup=5, min_runs=20, min_time_s=args.min_time)
+    options = MeasureOptions(threads=args.threads, precision=args.precision, warmup=5, min_runs=20,
+                             min_time_s=args.min_time)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         for case in args.cases:
-            arch, size = case.split(":")
+            arch, size, *rest = case.split(":")
             res = (int(size), int(size))
+            channels = int(rest[0]) if rest else default_in_channels(arch)
             for device in args.devices:
-                bank = ModelBank(arch, 10, default_in_channels(arch)).eval()
-                out = folder / f"{arch}-{size}-{device}.csv"
+                bank = ModelBank(arch, 10, channels).eval()
+                out = folder / f"{arch}-{size}x{channels}-{device}.csv"
                 out.unlink(missing_ok=True)
                 load_start = os.getloadavg()[0]
                 started = time.perf_counter()
@@ -120,9 +127,10 @@ def main() -> None:
                                     fit_configs=args.fit_configs, whole_rounds=args.rounds, paired=not args.unpaired)
                 build_s = time.perf_counter() - started
                 report = validate_table(table, bank, device, options, args.validate,
-                                        folder / f"{arch}-{size}-{device}-validation.csv", rounds=args.rounds)
+                                        folder / f"{out.stem}-validation.csv", rounds=args.rounds)
                 print(f"{arch} {size} {device}: {report.text()}", file=sys.stderr)
                 base = {"arch": arch, "input": "x".join(map(str, table.input_shape)), "device": device,
+                        "precision": table.precision,
                         "runtime_version": table.rows[0]["runtime_version"], "threads": args.threads,
                         "fit_configs": args.fit_configs, "block_keys": len(table.block_ms),
                         "table_rows": len(table.rows), "build_s": round(build_s, 1),
