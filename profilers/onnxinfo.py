@@ -110,9 +110,12 @@ def random_feed(specs: list[InputSpec], seed: int = 0) -> dict[str, np.ndarray]:
 
 def float_precision(onnx_path: str | Path) -> str:
     """``fp16`` when the model stores float16 weights, ``bf16`` for bfloat16, else ``fp32``."""
+    return _float_precision_of(load_model(onnx_path))
+
+
+def _float_precision_of(model) -> str:  # noqa: ANN001 - an onnx.ModelProto
     from onnx import TensorProto
 
-    model = load_model(onnx_path)
     types = {t.data_type for t in model.graph.initializer}
     if TensorProto.FLOAT16 in types:
         return "fp16"
@@ -127,12 +130,16 @@ QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", 
 
 def is_quantized(onnx_path: str | Path) -> bool:
     """Whether the model holds quantization (QDQ pairs or integer operators): an int8 model."""
-    return any(node.op_type in QUANTIZED_OPS for node in load_model(onnx_path).graph.node)
+    return model_precision(onnx_path) == "int8"
 
 
 def model_precision(onnx_path: str | Path) -> str:
-    """``int8`` for a quantized model, else the precision of its float weights (``float_precision``)."""
-    return "int8" if is_quantized(onnx_path) else float_precision(onnx_path)
+    """``int8`` for a quantized model, else the precision of its float weights (``float_precision``); the file
+    is read once."""
+    model = load_model(onnx_path)
+    if any(node.op_type in QUANTIZED_OPS for node in model.graph.node):
+        return "int8"
+    return _float_precision_of(model)
 
 
 def activation_format(onnx_path: str | Path) -> str | None:
@@ -151,9 +158,12 @@ def activation_format(onnx_path: str | Path) -> str | None:
     return None
 
 
-def check_int8_model(onnx_path: str | Path, precision: str, device: str) -> None:
-    """int8 is a property of the model (static QDQ quantization), not a runtime switch: refuse a float model."""
-    if precision == "int8" and not is_quantized(onnx_path):
+def check_int8_model(onnx_path: str | Path, precision: str, device: str) -> str:
+    """int8 is a property of the model (static QDQ quantization), not a runtime switch: refuse a float model
+    asked to run int8. Returns the model's own precision (``model_precision``), what a row records."""
+    found = model_precision(onnx_path)
+    if precision == "int8" and found != "int8":
         raise ConfigError(f"{device} runs int8 from a quantized model, and {Path(onnx_path).name} has no "
                           f"QuantizeLinear/DequantizeLinear nodes: quantize it first (slimda.export.quantize, "
                           f"calibrated on target images), or ask for fp32")
+    return found

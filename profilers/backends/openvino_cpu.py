@@ -17,7 +17,7 @@ from slimda.errors import SlimdaError
 from slimda.profilers.base import Artifact, LocalBackend, LocalModel
 from slimda.profilers.config import MeasureOptions
 from slimda.profilers.devices import DeviceProfile
-from slimda.profilers.onnxinfo import check_int8_model, input_specs, is_quantized, random_feed, specs_text
+from slimda.profilers.onnxinfo import check_int8_model, input_specs, random_feed, specs_text
 
 # int8 comes from the model's Q/DQ nodes; the hint sets the precision of the layers left unquantized.
 HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
@@ -51,7 +51,7 @@ class OpenVINOBackend(LocalBackend):
         import openvino as ov
 
         precision = options.precision_for(device)
-        check_int8_model(path, precision, device.name)
+        quantized = check_int8_model(path, precision, device.name) == "int8"
         threads = options.threads_for(device) or 1
         specs = input_specs(path, options.batch, options.resolution)
         core = ov.Core()
@@ -60,7 +60,7 @@ class OpenVINOBackend(LocalBackend):
             model.reshape({s.name: ov.PartialShape(list(s.shape)) for s in specs})
         compiled = core.compile_model(model, "CPU", compile_config(precision, threads))
         used, raw = precision_used(compiled)
-        used = "int8" if is_quantized(path) else used
+        used = "int8" if quantized else used
         request = compiled.create_infer_request()
         for name, array in random_feed(specs, options.seed).items():
             request.set_tensor(name, ov.Tensor(array))

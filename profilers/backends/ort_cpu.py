@@ -13,7 +13,7 @@ from pathlib import Path
 from slimda.profilers.base import LocalBackend, LocalModel
 from slimda.profilers.config import MeasureOptions
 from slimda.profilers.devices import DeviceProfile
-from slimda.profilers.onnxinfo import InputSpec, check_int8_model, input_specs, model_precision, random_feed, specs_text
+from slimda.profilers.onnxinfo import InputSpec, check_int8_model, input_specs, random_feed, specs_text
 
 
 def session_options(threads: int):
@@ -49,11 +49,11 @@ class OnnxRuntimeBackend(LocalBackend):
         import onnxruntime as ort
 
         precision = options.precision_for(device)
-        check_int8_model(path, precision, device.name)
+        model_precision = check_int8_model(path, precision, device.name)
         threads = options.threads_for(device) or 1
         specs = input_specs(path, options.batch, options.resolution)
         run = open_session(path, specs, threads, options)
         return LocalModel(run, dict(device=device.name, runtime="onnxruntime", runtime_version=ort.__version__,
-                                    precision=model_precision(path), threads=threads, batch=options.batch,
+                                    precision=model_precision, threads=threads, batch=options.batch,
                                     input_shape=specs_text(specs)),
                           ("CPUExecutionProvider, inter_op=1, sequential, ORT_ENABLE_ALL",))

@@ -29,7 +29,7 @@ from slimda.profilers.backends.ort_cpu import open_session
 from slimda.profilers.base import Artifact, Backend, LocalBackend, LocalModel, Measurement, join_notes
 from slimda.profilers.config import MeasureOptions
 from slimda.profilers.devices import DeviceProfile
-from slimda.profilers.onnxinfo import check_int8_model, input_specs, model_precision, specs_text
+from slimda.profilers.onnxinfo import check_int8_model, input_specs, specs_text
 from slimda.profilers.stats import LatencyStats
 from slimda.tables import atomic_output
 
@@ -106,14 +106,14 @@ class OrtFormatBackend(LocalBackend):
     def open_local(self, path: Path, device: DeviceProfile, options: MeasureOptions) -> LocalModel:
         import onnxruntime as ort
 
-        check_int8_model(path, options.precision_for(device), device.name)
+        model_precision = check_int8_model(path, options.precision_for(device), device.name)
         threads = options.threads_for(device) or 1
         specs = input_specs(path, options.batch, options.resolution)
         target = host_platform()
         ort_file = convert_to_ort(path, target, options.cache_dir)
         run = open_session(ort_file, specs, threads, options)
         return LocalModel(run, dict(device=device.name, runtime=RUNTIME, runtime_version=ort.__version__,
-                                    precision=model_precision(path), threads=threads, batch=options.batch,
+                                    precision=model_precision, threads=threads, batch=options.batch,
                                     input_shape=specs_text(specs)),
                           (f"desktop proxy: ORT format converted with --target_platform {target}",
                            f"ort_file={ort_file.name}"))
@@ -175,7 +175,7 @@ class AdbBackend(Backend):
 
         adb = options.adb
         assert adb is not None  # handles() saw to it
-        check_int8_model(path, options.precision_for(device), device.name)
+        model_precision = check_int8_model(path, options.precision_for(device), device.name)
         specs = input_specs(path, options.batch, options.resolution)
         if any(s.dynamic for s in specs) and (options.batch != 1 or options.resolution is not None):
             raise ConfigError("onnxruntime_perf_test -I sets every free dimension to 1: export the model with "
@@ -201,7 +201,7 @@ class AdbBackend(Backend):
         stats = parse_perf_test_output(result.output).to_stats()
         return Measurement(
             device=device.name, runtime=RUNTIME, runtime_version="onnxruntime_perf_test (device)",
-            precision=model_precision(path), threads=threads, batch=options.batch, input_shape=specs_text(specs),
+            precision=model_precision, threads=threads, batch=options.batch, input_shape=specs_text(specs),
             host=f"adb:{adb.serial}", stats=stats,
             notes=join_notes(f"ORT format converted for arm with onnxruntime {ort.__version__}",
                              "perf_test: 1 built-in warm-up run, -m times -r "

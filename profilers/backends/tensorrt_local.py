@@ -22,7 +22,7 @@ from slimda.errors import ConfigError, SlimdaError
 from slimda.profilers.base import Artifact, Backend, Measurement, host_name, join_notes, loop_note
 from slimda.profilers.config import MeasureOptions
 from slimda.profilers.devices import DeviceProfile
-from slimda.profilers.onnxinfo import check_int8_model, input_specs, model_precision, random_feed, specs_text
+from slimda.profilers.onnxinfo import check_int8_model, input_specs, random_feed, specs_text
 from slimda.profilers.stats import compute_stats
 from slimda.tables import atomic_output
 
@@ -75,7 +75,7 @@ def build_serialized_engine(onnx_path: str | Path, precision: str = "fp16", work
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
     has_fp16_flag = hasattr(trt.BuilderFlag, "FP16")
-    check_int8_model(onnx_path, precision, "tensorrt")
+    model_precision = check_int8_model(onnx_path, precision, "tensorrt")
     if precision == "int8" and hasattr(trt.BuilderFlag, "INT8"):  # explicit quantization: scales in the model
         config.set_flag(trt.BuilderFlag.INT8)
         if has_fp16_flag:
@@ -84,7 +84,7 @@ def build_serialized_engine(onnx_path: str | Path, precision: str = "fp16", work
         config.set_flag(trt.BuilderFlag.FP16)
     elif precision == "bf16" and hasattr(trt.BuilderFlag, "BF16"):
         config.set_flag(trt.BuilderFlag.BF16)
-    elif precision != "fp32" and not has_fp16_flag and model_precision(onnx_path) != precision:
+    elif precision != "fp32" and not has_fp16_flag and model_precision != precision:
         raise ConfigError(f"TensorRT {trt.__version__} builds strongly typed networks only: convert the model "
                           f"to {precision} offline (python -m modelopt.onnx.autocast) or ask for fp32")
     serialized = builder.build_serialized_network(network, config)

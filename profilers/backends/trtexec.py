@@ -29,7 +29,6 @@ from slimda.profilers.base import Artifact, Backend, Measurement, MeasurementErr
 from slimda.profilers.config import MeasureOptions
 from slimda.profilers.devices import JETPACK_TRTEXEC, DeviceProfile, get_device
 from slimda.profilers.onnxinfo import InputSpec, activation_format, check_int8_model, input_specs, specs_text
-from slimda.profilers.onnxinfo import model_precision as model_precision_of
 from slimda.profilers.ssh import SSHTarget, remote_model_path
 from slimda.profilers.stats import compute_stats
 from slimda.profilers.transport import CommandResult, TransportError
@@ -108,13 +107,12 @@ def _plan(path: Path, device: DeviceProfile, opts: MeasureOptions) -> _Plan:
             version = parse_version(device.trt_version)  # e.g. the Nano's last JetPack ships TensorRT 8.2
             notes = f"TensorRT version not detected; assumed {device.trt_version} for {device.name}"
     requested = opts.precision_for(device)
-    check_int8_model(path, requested, device.name)
+    model_precision = check_int8_model(path, requested, device.name)
     if requested == "int8" and activation_format(path) == "uint8":
         raise ConfigError(f"TensorRT's explicit quantization takes int8 symmetric activations, and {path.name} "
                           f"quantizes them to uint8 (the CPU runtimes' format): quantize it for {device.name} "
                           f"with activations='int8' (its profile's default)")
     if version[0] >= 11:
-        model_precision = model_precision_of(path)
         if requested != model_precision:
             raise ConfigError(
                 f"TensorRT {version_text(version)} builds strongly typed networks only (no --fp16/--bf16): "

@@ -106,14 +106,13 @@ def _guess_architecture(keys: set[str]) -> str:
     return "an unknown naming scheme"
 
 
-def check_fit(module: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str, path: str | os.PathLike,
-              ignore_missing: tuple[str, ...] = ()) -> None:
+def check_fit(module: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str, path: str | os.PathLike) -> None:
     """Raise a ``ConfigError`` naming the first keys of ``state`` that do not fit ``module`` exactly.
 
-    Missing keys (except those under ``ignore_missing`` prefixes), unexpected keys and shape mismatches all count.
+    Missing keys, unexpected keys and shape mismatches all count.
     """
     own = module.state_dict()
-    missing = [k for k in own if k not in state and not k.startswith(ignore_missing)]
+    missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k} {tuple(state[k].shape)} (needs {tuple(own[k].shape)})"
               for k in state if k in own and state[k].shape != own[k].shape]
