@@ -35,6 +35,8 @@ MANIFEST_KEYS: tuple[str, ...] = (
     "predicted_latency_ms", "measured_latency_ms", "measured_latency_ms_raw", "measured_latency_ms_p90",
     "measurement_method", "device_speed_vs_table", "measurement", "within_budget", "latency_tolerance",
     "upem", "upem_distance", "target_acc", "target_acc_note", "flops_m", "params_m", "head",
+    # precision: what it runs in, how it was quantized, and the finalists of the width x precision search
+    "precision", "upem_fp32", "quantization", "precision_candidates",
     # how to feed the model and read its output
     "input_name", "output_name", "output", "input_shape", "channels", "mean", "std", "input_size", "pixel_scale",
     "resize", "preprocess", "class_names",
@@ -44,7 +46,8 @@ MANIFEST_KEYS: tuple[str, ...] = (
 )
 
 # Keys that manifests of older slimda versions lack; they read back with their defaults.
-_ADDED_LATER = frozenset({"latency_tolerance", "preprocess", "resize"})
+_ADDED_LATER = frozenset({"latency_tolerance", "preprocess", "resize", "precision", "upem_fp32", "quantization",
+                          "precision_candidates"})
 
 # Keys every manifest holds; tests and fleet tools rely on them.
 REQUIRED_KEYS: tuple[str, ...] = (
@@ -150,6 +153,29 @@ class Scores:
 
 
 @dataclass(frozen=True)
+class PrecisionRecord:
+    """The precision deployed; for int8, how it was quantized and its parity (top-1 agreement with its fp32
+    network on held-out target images, against the threshold it had to reach); every finalist of the
+    width x precision search with its verdict. ``Scores.upem`` is the UPEM as deployed, ``upem_fp32`` the
+    same network's in fp32."""
+
+    precision: str | None  # None: a manifest written before precisions were searched
+    upem_fp32: float | None
+    quantization: Mapping[str, object] | None = None
+    candidates: tuple[Mapping[str, object], ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        return {"precision": self.precision, "upem_fp32": self.upem_fp32,
+                "quantization": None if self.quantization is None else dict(self.quantization),
+                "precision_candidates": [dict(c) for c in self.candidates]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, object]) -> PrecisionRecord:
+        return cls(d.get("precision"), d.get("upem_fp32"), d.get("quantization"),  # type: ignore[arg-type]
+                   tuple(d.get("precision_candidates") or ()))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
 class InputRecipe:
     """How to feed the model: tensor names and shape, the preprocessing it was trained with, its classes."""
 
@@ -207,16 +233,17 @@ class Attempt:
     predicted_latency_ms: float | None
     latency_limit_ms: float | None  # the predicted-latency limit that search ran under
     measured_latency_ms: float | None
+    precision: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {"attempt": self.attempt, "config_id": self.config_id,
                 "predicted_latency_ms": self.predicted_latency_ms, "latency_limit_ms": self.latency_limit_ms,
-                "measured_latency_ms": self.measured_latency_ms}
+                "measured_latency_ms": self.measured_latency_ms, "precision": self.precision}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, object]) -> Attempt:
         return cls(d["attempt"], d["config_id"], d["predicted_latency_ms"], d["latency_limit_ms"],  # type: ignore[arg-type]
-                   d["measured_latency_ms"])  # type: ignore[arg-type]
+                   d["measured_latency_ms"], d.get("precision"))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -287,13 +314,15 @@ class Manifest:
     input: InputRecipe
     artefact: ArtefactRecord
     provenance: Provenance
+    precision: PrecisionRecord = PrecisionRecord(None, None)
     format: int = MANIFEST_FORMAT
 
     def to_dict(self) -> dict[str, object]:
         """The JSON object: the parts' keys in the order of ``MANIFEST_KEYS`` (any other key after them)."""
         merged: dict[str, object] = {"format": self.format, "device": self.device, "runtime": self.runtime,
                                      "budget": self.budget.to_dict()}
-        for part in (self.network, self.latency, self.scores, self.input, self.artefact, self.provenance):
+        for part in (self.network, self.latency, self.scores, self.precision, self.input, self.artefact,
+                     self.provenance):
             merged.update(part.to_dict())
         ordered = {k: merged.pop(k) for k in MANIFEST_KEYS if k in merged}
         return {**ordered, **merged}
@@ -304,7 +333,7 @@ class Manifest:
         return cls(d["device"], d["runtime"], Budgets.from_dict(d["budget"]),  # type: ignore[arg-type]
                    ChosenNetwork.from_dict(d), LatencyRecord.from_dict(d), Scores.from_dict(d),
                    InputRecipe.from_dict(d), ArtefactRecord.from_dict(d), Provenance.from_dict(d),
-                   int(d["format"]))  # type: ignore[call-overload]
+                   PrecisionRecord.from_dict(d), int(d["format"]))  # type: ignore[call-overload]
 
 
 def read_manifest(path: str | os.PathLike) -> Manifest:

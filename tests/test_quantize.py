@@ -76,6 +76,13 @@ def test_int8_subnetwork_is_calibrated_through_the_manifest_recipe_and_agrees_wi
     ov_fp32 = ov.Core().compile_model(str(fp32), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     same = [int(ov_int8(x[None])[0].argmax() == ov_fp32(x[None])[0].argmax()) for x in images]
     assert np.mean(same) >= 0.9  # OpenVINO runs the same QDQ model
+    from slimda.export.artifacts import build_artifact
+
+    (tmp_path / "ir").mkdir()
+    ir = build_artifact(int8, DEVICES["cpu-openvino"], tmp_path / "ir", MeasureOptions(precision="int8"))
+    assert ir.notes["weights"].startswith("int8") and ir.path.name == "model.xml"
+    ir_int8 = ov.Core().compile_model(str(ir.path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    assert np.mean([int(ir_int8(x[None])[0].argmax() == ov_int8(x[None])[0].argmax()) for x in images]) >= 0.99
     fast = MeasureOptions(precision="int8", warmup=1, min_runs=5, min_time_s=0.0)
     for device in ("cpu-onnxruntime", "cpu-openvino", "ort-mobile"):
         row = measure_row(int8, device, fast)
@@ -127,3 +134,101 @@ def test_an_int8_table_is_built_from_quantized_entries_and_serves_int8_only(tmp_
     capsys.readouterr()
     assert main(["profile", "--device", "cpu-onnxruntime", "--bank", str(run), "--out", str(path), *fast]) == 2
     assert "was built in int8, and this build asks for fp32" in capsys.readouterr().err
+
+
+def test_deploy_searches_width_x_precision_and_records_how_int8_was_made(trained, tmp_path, capsys):
+    """--precision auto searches fp32 and int8 under their own tables; int8 finalists are quantized on target
+    images that never score, scored as quantized, and the manifest says how; --precision int8 deploys the QDQ
+    model that was scored, with its fp32 network beside it."""
+    import json
+
+    from slimda.cli import main
+    from slimda.export.manifest import MANIFEST_KEYS, read_manifest, sha256_file
+    from slimda.latency.table import load_table
+
+    run = trained.run_dir
+    fast = ["--warmup", "1", "--min-runs", "5", "--min-time", "0"]
+    for precision in ("fp32", "int8"):
+        assert main(["profile", "--device", "cpu-onnxruntime", "--bank", str(run), "--precision", precision, *fast,
+                     "--fit-configs", "3", "--rounds", "1"]) == 0
+    tables = {p: load_table(run, "cpu-onnxruntime", p) for p in ("fp32", "int8")}
+    space = trained.bank.space
+    budget = 1.5 * max(t.predict(space.largest()) for t in tables.values())  # every width fits in both
+    common = ["--bank", str(run), "--target", "digits", "--latency", f"{budget:.4f}ms", "--calibration-images", "64",
+              "--score-images", "300", "--population", "6", "--generations", "1", "--int8-images", "32",
+              "--finalists", "2", *fast]
+    capsys.readouterr()
+    assert main(["deploy", *common, "--precision", "auto", "--out", str(tmp_path / "auto")]) == 0
+    manifest = json.loads((tmp_path / "auto" / "cpu-onnxruntime" / "manifest.json").read_text())
+    assert [k for k in MANIFEST_KEYS if k not in manifest] == []
+    finalists = manifest["precision_candidates"]
+    assert {c["precision"] for c in finalists} == {"fp32", "int8"} and len(finalists) == 3  # 1 fp32 + 2 int8
+    assert sum(c["verdict"] == "deployed" for c in finalists) == 1
+    for c in finalists:
+        if c["precision"] == "int8":  # scored as quantized, and compared with its own fp32 network
+            assert 0 <= c["agreement"] <= 1 and c["upem"] != c["upem_fp32"]
+    # nothing is wider than the full network, and fp32 at full width has UPEM 0: int8 cannot beat it here
+    assert manifest["precision"] == "fp32" and manifest["upem"] == 0 and manifest["quantization"] is None
+
+    assert main(["deploy", *common, "--precision", "int8", "--out", str(tmp_path / "int8")]) == 0
+    folder = tmp_path / "int8" / "cpu-onnxruntime"
+    m = read_manifest(folder)
+    raw = json.loads((folder / "manifest.json").read_text())
+    q = raw["quantization"]
+    assert m.precision.precision == "int8" and raw["measurement"]["precision"] == "int8"
+    assert is_quantized(folder / "model.onnx") and not is_quantized(folder / "model.fp32.onnx")
+    assert set(raw["files"]) >= {"model.onnx", "model.fp32.onnx"}
+    assert raw["files"]["model.onnx"]["sha256"] == sha256_file(folder / "model.onnx")
+    assert q["calibration_method"] == "minmax" and q["calibration_images"] == 32 and len(q["calibration_sha256"]) == 32
+    assert q["activations"] == "uint8" and q["agreement"] >= q["agreement_threshold"] == 0.9
+    assert q["agreement_images"] == 300 and raw["upem"] >= 0 and raw["upem_fp32"] is not None
+    # calibration images are never scored ones (the scorer draws its 300 with the same seed)
+    from slimda.select.evaluate import load_target_images
+
+    scored = load_target_images("digits", trained.meta(), 64, 300).scored
+    assert not set(q["calibration_indices"]) & set(scored)
+    assert "int8" in capsys.readouterr().out  # the summary table names the precision
+
+    # slimda bench: one series per precision, int8 scored as quantized, the deployed int8 network marked
+    import csv
+
+    assert main(["bench", "--bank", str(run), "--target", "digits", "--deployments", str(tmp_path / "int8"),
+                 "--configs", "3", "--calibration-images", "64", "--score-images", "300", "--int8-images", "32",
+                 "--out", str(tmp_path / "bench")]) == 0
+    with (tmp_path / "bench" / "cpu-onnxruntime.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    by = {(r["config_id"], r["precision"]): r for r in rows}
+    assert {r["precision"] for r in rows} == {"fp32", "int8"} and len(by) == len(rows)
+    deployed = by[(m.network.config_id, "int8")]
+    assert float(deployed["upem"]) == pytest.approx(raw["upem"], abs=1e-6)  # scored as deploy scored it
+    assert by[(m.network.config_id, "fp32")]["upem"] != deployed["upem"]  # fp32 and quantized scores differ
+    assert any(r["pareto_upem"] == "True" and r["precision"] == "int8" for r in rows)
+    assert (tmp_path / "bench" / "cpu-onnxruntime.png").stat().st_size > 0
+    capsys.readouterr()
+
+    # int8 on a device without fast int8, and a threshold nothing reaches, are refused with the reason
+    assert main(["deploy", *common, "--precision", "int8", "--device", "jetson-nano"]) == 2
+    assert "jetson-nano does not run int8 (its Maxwell GPU has no fast INT8 kernels); it supports fp32, fp16" \
+        in capsys.readouterr().err
+    assert main(["deploy", *common, "--precision", "int8", "--int8-agreement", "1.0", "--int8-images", "1",
+                 "--out", str(tmp_path / "refused")]) in (0, 2)
+    err = capsys.readouterr().err
+    if err:  # one calibration image rarely keeps every top-1: then nothing is deployed, and it says why
+        assert "nothing was deployed: every int8 finalist agrees with its fp32 network on fewer than 100%" in err
+        assert not (tmp_path / "refused" / "cpu-onnxruntime").exists()
+
+
+def test_the_choice_refuses_int8_models_below_the_agreement_threshold():
+    from slimda.deploy.precision import Candidate, choose
+    from slimda.model.space import WidthSpace
+
+    space = WidthSpace.from_dict(__import__("slimda.model.bank", fromlist=["ModelBank"]).ModelBank(
+        "digits-cnn", 10, 1, ratios=(0.5, 1.0)).space.to_dict())
+    wide, narrow = space.largest(), space.smallest()
+    bad = Candidate(wide, "int8", 1.0, 0.0, 0.01, agreement=0.5)
+    good = Candidate(narrow, "int8", 1.0, 0.05, 0.06, agreement=0.95)
+    fp32 = Candidate(narrow, "fp32", 2.0, 0.05, 0.05)
+    assert choose([bad, good, fp32], 0.9) is fp32  # the least UPEM among those allowed
+    assert bad.verdict.startswith("not deployed: its int8 model agrees with its fp32 network on 50.0%")
+    assert good.verdict.startswith("UPEM 0.06 as deployed, above the winner's 0.05")
+    assert choose([bad], 0.9) is None

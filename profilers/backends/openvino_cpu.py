@@ -17,7 +17,7 @@ from slimda.errors import SlimdaError
 from slimda.profilers.base import Artifact, LocalBackend, LocalModel
 from slimda.profilers.config import MeasureOptions
 from slimda.profilers.devices import DeviceProfile
-from slimda.profilers.onnxinfo import check_int8_model, input_specs, random_feed, specs_text
+from slimda.profilers.onnxinfo import check_int8_model, input_specs, is_quantized, random_feed, specs_text
 
 # int8 comes from the model's Q/DQ nodes; the hint sets the precision of the layers left unquantized.
 HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
@@ -86,5 +86,6 @@ class OpenVINOBackend(LocalBackend):
                 raise SlimdaError(f"OpenVINO could not convert {onnx_path}: {err}") from err
             os.replace(Path(tmp) / "model.bin", bin_)
             os.replace(Path(tmp) / "model.xml", xml)
-        return Artifact("openvino-ir", xml, (bin_,), {"openvino_version": ov.get_version(),
-                                                      "weights": "fp32 (precision picked at compile time)"})
+        weights = ("int8 (the QDQ model's FakeQuantize nodes; other layers' precision picked at compile time)"
+                   if is_quantized(onnx_path) else "fp32 (precision picked at compile time)")
+        return Artifact("openvino-ir", xml, (bin_,), {"openvino_version": ov.get_version(), "weights": weights})

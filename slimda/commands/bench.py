@@ -7,9 +7,11 @@ from pathlib import Path
 
 DESCRIPTION = """Score sub-networks of a trained bank on target images (UPEM; target accuracy too when the
 target has class folders, for the report only) and predict their latency on each device from its lookup
-table. Writes per device OUT/DEVICE.csv (one row per sub-network, with the Pareto front flagged) and
-OUT/DEVICE.png (UPEM — and accuracy — against predicted latency, the front, and the deployed sub-networks of
-DEPLOY/deploy_report.csv marked with their budget and measured latency).
+table, in every precision the device has a table for (RUN/latency/DEVICE[-PRECISION].csv; int8 sub-networks
+are quantized on target images and scored as quantized, which takes a while per sub-network). Writes per
+device OUT/DEVICE.csv (one row per sub-network and precision, each precision's Pareto front flagged) and
+OUT/DEVICE.png (UPEM — and accuracy — against predicted latency, one series per precision, the fronts, and the
+deployed sub-networks of DEPLOY/deploy_report.csv marked with their budget and measured latency).
 
 examples:
   slimda bench --bank runs/mnist2digits --target digits
@@ -18,7 +20,7 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from slimda.commands.options import add_target_scoring_arguments
+    from slimda.commands.options import add_int8_arguments, add_target_scoring_arguments
 
     parser.add_argument("--bank", required=True, metavar="RUN", help="run directory written by slimda-train")
     parser.add_argument("--target", required=True, metavar="DATA", help="target images: built-in name or folder")
@@ -32,10 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "widths (default: 60)")
     add_target_scoring_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random sub-networks and images")
+    add_int8_arguments(parser, search=False)
 
 
 def run(args: argparse.Namespace) -> int:
-    from slimda.commands.options import devices_from_args, target_scoring_from_args
+    from slimda.commands.options import devices_from_args, int8_from_args, target_scoring_from_args
     from slimda.deploy.reports import bench_devices, lut_devices
     from slimda.deploy.setup import BankRun
     from slimda.errors import ConfigError
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     scorer = bank_run.scorer(target_scoring_from_args(args))
     deploy_dir = Path(args.deployments) if args.deployments else run_dir / "deploy"
     out = Path(args.out) if args.out else run_dir / "bench"
-    for path in bench_devices(bank_run, scorer, devices, deploy_dir, out, args.configs, args.seed):
+    for path in bench_devices(bank_run, scorer, devices, deploy_dir, out, args.configs, args.seed,
+                              int8_from_args(args)):
         print(f"wrote {path}")
     return 0

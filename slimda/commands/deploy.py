@@ -18,19 +18,23 @@ For each --device: an evolutionary search over the bank's widths keeps only sub-
 minimises UPEM on target images (BatchNorm recalibrated on them). The winner is exported to ONNX at the
 device's opset, checked against PyTorch, converted for the runtime (OpenVINO IR, ORT format, TensorRT engine
 built on the Jetson) and re-measured on the device; if it is over the latency budget there, the search runs
-again under a tighter predicted limit. Writes DIR/DEVICE/{model.onnx, artefact, manifest.json} and a row in
-DIR/deploy_report.csv.
+again under a tighter predicted limit. With --precision int8 or auto, int8 candidates are quantized with ONNX
+Runtime's tools on target images that never score, scored as quantized, and deployed only when their top-1
+agreement with their fp32 network reaches --int8-agreement. Writes DIR/DEVICE/{model.onnx, artefact,
+manifest.json} and a row in DIR/deploy_report.csv.
 
 examples:
   slimda deploy --bank runs/mnist2digits --target digits --latency 0.1ms
   slimda deploy --bank runs/site --target /data/site-b --latency 20ms --device cpu-openvino --device ort-mobile
   slimda deploy --bank runs/site --target /data/site-b --latency 20ms --device jetson-nano --host ubuntu@jetson
   slimda deploy --bank runs/site --target /data/site-b --flops 300M --params 2.5M --out deploy/site-b
+  slimda deploy --bank runs/site --target /data/site-b --latency 20ms --device cpu-openvino --precision auto
+    (after slimda-profile --device cpu-openvino --bank runs/site [--precision int8] for each precision's table)
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from slimda.commands.options import add_measure_arguments, add_target_scoring_arguments
+    from slimda.commands.options import add_int8_arguments, add_measure_arguments, add_target_scoring_arguments
     from slimda.model.heads import HEADS
 
     what = parser.add_argument_group("what to deploy")
@@ -62,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "latency)")
     search.add_argument("--ort-platform", choices=("arm", "amd64"), default="arm",
                         help="ort-mobile: platform the ORT-format model is optimised for (default: arm, phones)")
-    add_measure_arguments(parser, resolution=False)
+    add_int8_arguments(parser)
+    add_measure_arguments(parser, resolution=False, search=True)
 
 
 def budgets_from_args(args: argparse.Namespace) -> Budgets:
@@ -75,7 +80,7 @@ def budgets_from_args(args: argparse.Namespace) -> Budgets:
 
 
 def run(args: argparse.Namespace) -> int:
-    from slimda.commands.options import devices_from_args, options_from_args, target_scoring_from_args
+    from slimda.commands.options import devices_from_args, int8_from_args, options_from_args, target_scoring_from_args
     from slimda.deploy.deployer import DeployOptions, deploy_fleet
     from slimda.deploy.setup import open_deployer
     from slimda.errors import ConfigError
@@ -90,10 +95,16 @@ def run(args: argparse.Namespace) -> int:
     devices = devices_from_args(args.device)
     for name in devices:
         get_device(name)  # an unknown device names the list before any work
+    precision = args.precision
+    if precision not in (None, "auto"):
+        for name in devices:
+            get_device(name).check_precision(precision)  # a precision a device lacks fails before any work
+    int8 = int8_from_args(args)
     options = DeployOptions(
         measure_options=options_from_args(args),
         settings=SearchSettings(population=args.population, generations=args.generations, seed=args.seed),
-        measure=not args.no_measure, retries=args.retries, ort_platform=args.ort_platform)
+        measure=not args.no_measure, retries=args.retries, ort_platform=args.ort_platform, precision=precision,
+        int8=int8)
     deployer = open_deployer(args.bank, target_scoring_from_args(args), options, args.out)
     print_deployments(deploy_fleet(deployer, devices, budgets))
     return 0
@@ -106,8 +117,9 @@ def print_deployments(deployments: Sequence[Deployment]) -> None:
     rows = []
     for d in deployments:
         m = d.manifest
-        rows.append({"device": m.device, "budget": m.budget.text("; "), "config_id": m.network.config_id,
-                     "width": m.network.width, "predicted_ms": _text(m.latency.predicted_ms),
+        rows.append({"device": m.device, "budget": m.budget.text("; "), "precision": m.precision.precision,
+                     "config_id": m.network.config_id, "width": m.network.width,
+                     "predicted_ms": _text(m.latency.predicted_ms),
                      "measured_ms": _text(m.latency.measured_ms), "upem": m.scores.upem,
                      "target_acc": _text(m.scores.target_acc), "flops_m": m.network.flops_m, "dir": str(d.dir)})
     print_table(rows)

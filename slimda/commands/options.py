@@ -11,18 +11,30 @@ from slimda.profilers.config import PERF_TEST_PATH, AdbOptions, MeasureOptions, 
 from slimda.profilers.devices import JETPACK_TRTEXEC
 
 if TYPE_CHECKING:
+    from slimda.deploy.precision import Int8Settings
     from slimda.deploy.setup import TargetScoring
 
 
-def add_measure_arguments(parser: argparse.ArgumentParser, resolution: bool = True) -> None:
-    """The "how to measure" and "remote targets" options (slimda-deploy re-measures with the same ones)."""
+def add_measure_arguments(parser: argparse.ArgumentParser, resolution: bool = True, search: bool = False) -> None:
+    """The "how to measure" and "remote targets" options (slimda-deploy re-measures with the same ones).
+
+    ``search``: ``--precision`` is what slimda-deploy searches (with ``auto``), not only what it times in.
+    """
     how = parser.add_argument_group("how to measure")
     how.add_argument("--threads", type=int, help="CPU threads (intra-op threads / INFERENCE_NUM_THREADS); "
                      "default: the device profile's (1)")
-    how.add_argument("--precision", choices=("fp32", "fp16", "bf16", "int8"),
-                     help="inference precision; default: the device's (fp32 on CPUs, fp16 on Jetsons/TensorRT); "
-                     "slimda-profile --list-devices shows what each supports. int8 needs a quantized (QDQ) model. "
-                     "The precision actually used is what the row records")
+    if search:
+        how.add_argument("--precision", choices=("fp32", "fp16", "bf16", "int8", "auto"),
+                         help="precision to deploy in; auto: search every precision the device supports (each "
+                         "under its own latency table, RUN/latency/DEVICE[-PRECISION].csv) and keep the one whose "
+                         "sub-network scores best as deployed. int8 models are quantized on target images. "
+                         "Default: the device's (fp32 on CPUs, fp16 on Jetsons/TensorRT); slimda-profile "
+                         "--list-devices shows what each supports")
+    else:
+        how.add_argument("--precision", choices=("fp32", "fp16", "bf16", "int8"),
+                         help="inference precision; default: the device's (fp32 on CPUs, fp16 on Jetsons/TensorRT); "
+                         "slimda-profile --list-devices shows what each supports. int8 needs a quantized (QDQ) "
+                         "model. The precision actually used is what the row records")
     if resolution:
         how.add_argument("--resolution", metavar="HxW", help="input height x width for models with a symbolic "
                          "spatial size (and the bank's input size with --bank), e.g. 224x224 or 224")
@@ -70,7 +82,8 @@ def options_from_args(args: argparse.Namespace) -> MeasureOptions:
     ssh = SSHOptions(args.host, args.port, args.identity, remote_python=args.remote_python) if args.host else None
     adb = AdbOptions(args.adb, perf_test_path=args.perf_test) if args.adb else None
     return MeasureOptions(
-        threads=args.threads, precision=args.precision, batch=getattr(args, "batch", 1),
+        threads=args.threads, precision=None if args.precision == "auto" else args.precision,
+        batch=getattr(args, "batch", 1),
         resolution=parse_resolution(getattr(args, "resolution", None)), warmup=args.warmup, min_runs=args.min_runs,
         min_time_s=args.min_time, ssh=ssh, adb=adb,
         tensorrt=TensorRTOptions(trt_version=args.trt_version, trtexec_path=args.trtexec),
@@ -116,3 +129,34 @@ def target_scoring_from_args(args: argparse.Namespace) -> TargetScoring:
 
     return TargetScoring(args.target, getattr(args, "head", None), args.distance, args.calibration_images,
                          getattr(args, "score_images", 0), args.seed, args.workers, args.score_threads)
+
+
+def add_int8_arguments(parser: argparse.ArgumentParser, search: bool = True) -> None:
+    """How int8 candidates are calibrated (slimda deploy and bench, so that bench scores int8 as deploy did);
+    ``search``: also the acceptance threshold and the finalists of deploy's search."""
+    from slimda.deploy.precision import Int8Settings
+    from slimda.export.quantize import CALIBRATION_METHODS
+
+    int8 = parser.add_argument_group("int8 (with an int8 table or --precision int8 / auto)")
+    int8.add_argument("--int8-method", choices=CALIBRATION_METHODS, default=Int8Settings.method,
+                      help=f"ONNX Runtime's calibration method (default: {Int8Settings.method}, chosen by "
+                      "benchmarks/precision_accuracy.py)")
+    int8.add_argument("--int8-images", type=int, default=Int8Settings.images, metavar="N",
+                      help=f"target images that calibrate int8 models, none of them among the scored ones "
+                      f"(default: {Int8Settings.images})")
+    if search:
+        int8.add_argument("--int8-agreement", type=float, default=Int8Settings.agreement, metavar="SHARE",
+                          help="least top-1 agreement of an int8 model with its fp32 network on held-out target "
+                          f"images for it to be deployed (default: {Int8Settings.agreement})")
+        int8.add_argument("--finalists", type=int, default=Int8Settings.finalists, metavar="N",
+                          help="best sub-networks by fp32 UPEM that are quantized and scored as int8 (default: "
+                          f"{Int8Settings.finalists})")
+
+
+def int8_from_args(args: argparse.Namespace) -> Int8Settings:
+    """``Int8Settings`` from the options of ``add_int8_arguments`` and ``--seed`` (checked)."""
+    from slimda.deploy.precision import Int8Settings
+
+    d = Int8Settings()
+    return Int8Settings(args.int8_method, args.int8_images, agreement=getattr(args, "int8_agreement", d.agreement),
+                        finalists=getattr(args, "finalists", d.finalists), seed=args.seed).check()

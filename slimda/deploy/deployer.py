@@ -17,6 +17,7 @@ atomically) and one row per deployment is appended to ``DIR/deploy_report.csv``.
 from __future__ import annotations
 
 import datetime as _dt
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,7 @@ import torch
 
 from slimda.console import one_torch_thread, progress_bar, say
 from slimda.deploy.outputs import REPORT_COLUMNS, REPORT_NAME, append_report, report_row, staging
+from slimda.deploy.precision import FP32_NAME, Candidate, Int8Settings, QuantizedScorer, choose, precisions_to_search
 from slimda.errors import ConfigError, SlimdaError
 from slimda.export.manifest import (
     MANIFEST_NAME,
@@ -36,6 +38,7 @@ from slimda.export.manifest import (
     InputRecipe,
     LatencyRecord,
     Manifest,
+    PrecisionRecord,
     Provenance,
     Scores,
     SearchRecord,
@@ -72,8 +75,8 @@ class ExportResult:
     config: WidthConfig
     onnx: Path
     artifact: Artifact
-    parity: float  # largest relative ONNX Runtime vs PyTorch difference (see ``PARITY_TOLERANCE``)
-    net: torch.nn.Module  # the calibrated static network that was exported
+    parity: float  # largest relative ONNX Runtime vs PyTorch difference of the fp32 export (``PARITY_TOLERANCE``)
+    extra_files: tuple[Path, ...] = ()  # int8: the fp32 network the QDQ model was quantized from
 
 
 # Times an exported model on the device: (export, device, how to measure, the device's table or None).
@@ -92,6 +95,8 @@ class DeployOptions:
     ort_platform: str = "arm"  # ORT-format target for ort-mobile (phones are arm)
     progress: bool | None = None  # tqdm bars: None = when stderr is a terminal
     measure_with: Measurer | None = None  # None: time it the way the device's table was built
+    precision: str | None = None  # fp32, fp16, bf16, int8 or auto (every one the device runs); None: its default
+    int8: Int8Settings = Int8Settings()  # how int8 candidates are calibrated, scored and accepted
 
 
 @dataclass
@@ -115,29 +120,51 @@ class Deployer:
         self.prep = metadata.preprocessing
         self.head = scorer.head
         self.costs = BankCosts(bank, self.input_chw)
+        self._quantized: QuantizedScorer | None = None
 
     @property
     def input_chw(self) -> tuple[int, int, int]:
         return (self.prep.channels, *self.prep.size)
 
-    def _table(self, device: DeviceProfile) -> LatencyTable:
+    def _table(self, device: DeviceProfile, precision: str | None = None) -> LatencyTable:
         from slimda.latency.table import load_table
 
-        table = load_table(self.run_dir, device.name)
+        table = load_table(self.run_dir, device.name, precision)
         if table.arch != self.bank.arch or tuple(table.input_shape[1:]) != self.input_chw:
+            flag = "" if precision in (None, device.precision) else f" --precision {precision}"
             raise SlimdaError(
                 f"the latency table for {device.name} was built for {table.arch} at input "
                 f"{'x'.join(map(str, table.input_shape))}, but this bank is {self.bank.arch} at "
                 f"1x{'x'.join(map(str, self.input_chw))}: rebuild it with "
-                f"`slimda-profile --device {device.name} --bank {self.run_dir}`")
+                f"`slimda-profile --device {device.name} --bank {self.run_dir}{flag}`")
         return table
 
-    def _optional_table(self, device: DeviceProfile) -> LatencyTable | None:
-        """The device's table when one fits this bank (latency is then predicted, not constrained)."""
-        try:
-            return self._table(device)
-        except SlimdaError:
-            return None
+    def _tables(self, device: DeviceProfile, precisions: Sequence[str],
+                budgets: Budgets) -> dict[str, LatencyTable | None]:
+        """Each precision's table (None where there is none and no latency budget needs one). With several
+        precisions (``auto``), one without a usable table is left out of the search, and the user is told."""
+        tables: dict[str, LatencyTable | None] = {}
+        missing = []
+        for precision in precisions:
+            try:
+                tables[precision] = self._table(device, precision)
+            except SlimdaError as err:
+                if budgets.latency and len(precisions) == 1:
+                    raise
+                if budgets.latency:
+                    missing.append(f"{precision}: {err}")
+                else:
+                    tables[precision] = None  # latency is then predicted only where a table exists
+        if not tables:
+            raise SlimdaError(f"{device.name}: no latency table for any of its precisions, so the latency budget "
+                              "cannot be checked:\n  " + "\n  ".join(missing))
+        for line in missing:
+            say(f"{device.name}: not searching {line}")
+        batches = {t.input_shape[0] for t in tables.values() if t is not None}
+        if len(batches) > 1:
+            raise SlimdaError(f"{device.name}: its tables were timed at different batch sizes ({sorted(batches)}); "
+                              "rebuild them at one batch size")
+        return tables
 
     def _constraints(self, budgets: Budgets, table: LatencyTable | None,
                      latency_limit: float | None) -> list[Constraint]:
@@ -150,6 +177,53 @@ class Deployer:
         if budgets.params:
             out.append(Constraint("parameters", self.costs.params, budgets.params.value))
         return out
+
+    @property
+    def quantized(self) -> QuantizedScorer:
+        """int8 candidates quantized and scored, shared by the fleet (made on first use)."""
+        if self._quantized is None:
+            self._quantized = QuantizedScorer(self.scorer, self.options.int8, self._export_fp32)
+        return self._quantized
+
+    def _select(self, device: DeviceProfile, budgets: Budgets, tables: dict[str, LatencyTable | None],
+                limits: dict[str, float | None],
+                input_shape: tuple[int, ...]) -> tuple[Candidate, list[Candidate], SearchResult]:
+        """Search each precision under its own table, score its finalists as deployed, and pick the least UPEM."""
+        candidates: list[Candidate] = []
+        results: dict[str, SearchResult] = {}
+        infeasible = []
+        for precision, table in tables.items():
+            name = device.name if len(tables) == 1 else f"{device.name} {precision}"
+            try:
+                result = self._search(name, self._constraints(budgets, table, limits[precision]))
+            except InfeasibleBudget as err:
+                if len(tables) == 1:
+                    raise
+                infeasible.append(str(err))
+                continue
+            results[precision] = result
+            predict = table.predict if table is not None else None
+            if precision == "int8":
+                ranked = sorted(result.evaluated.items(), key=lambda item: item[1])[: self.options.int8.finalists]
+                for config_id, _ in ranked:
+                    config = self.bank.space.from_id(config_id)
+                    candidates.append(self.quantized.candidate(config, device.int8_activations, input_shape,
+                                                               device.default_opset,
+                                                               _round(predict(config)) if predict else None))
+            else:
+                score = self.scorer.score(result.best)
+                candidates.append(Candidate(result.best, precision, _round(predict(result.best)) if predict else None,
+                                            score.upem, score.upem, target_acc=score.target_acc))
+        if not results:
+            raise InfeasibleBudget("; ".join(infeasible))
+        winner = choose(candidates, self.options.int8.agreement)
+        if winner is None:
+            raise SlimdaError(
+                f"{device.name}: nothing was deployed: every int8 finalist agrees with its fp32 network on fewer "
+                f"than {self.options.int8.agreement:.0%} of the held-out target images ("
+                + ", ".join(f"{c.config.id} {c.agreement:.1%}" for c in candidates) + "). Calibrate on more "
+                "images (--int8-images) or with another --int8-method, lower --int8-agreement, or deploy fp32")
+        return winner, candidates, results[winner.precision]
 
     def _search(self, device_name: str, constraints: list[Constraint]) -> SearchResult:
         s = self.options.settings
@@ -178,8 +252,8 @@ class Deployer:
         device = get_device(device_name)
         opts = self.options.measure_options or MeasureOptions()
         check_target(device, opts)  # e.g. a Jetson's engine is built and timed there: it needs --host
-        table = self._table(device) if budgets.latency else self._optional_table(device)
-        batch = table.input_shape[0] if table is not None else 1
+        tables = self._tables(device, precisions_to_search(device, self.options.precision), budgets)
+        batch = next((t.input_shape[0] for t in tables.values() if t is not None), 1)
         input_shape = (batch, *self.input_chw)
         opts = replace(opts, batch=batch, resolution=None)
         measure = self.options.measure_with or self._measure
@@ -188,19 +262,21 @@ class Deployer:
         final = self.out_dir / device.name
         self.out_dir.mkdir(parents=True, exist_ok=True)
         attempts: list[Attempt] = []
-        latency_limit = budgets.latency.value if budgets.latency else None
+        limits = {p: budgets.latency.value if budgets.latency else None for p in tables}
         search_seconds = 0.0
         for attempt in range(self.options.retries + 1):
             t0 = time.perf_counter()
-            result = self._search(device.name, self._constraints(budgets, table, latency_limit))
+            chosen, candidates, result = self._select(device, budgets, tables, limits, input_shape)
             search_seconds += time.perf_counter() - t0
-            config = result.best
+            config, precision, table = chosen.config, chosen.precision, tables[chosen.precision]
+            popts = replace(opts, precision=precision)
             with staging(final) as stage:
-                exported = self._export(config, stage.path, device, input_shape, opts)
-                measured = measure(exported, device, opts, table) if self.options.measure else None
-                predicted = table.predict(config) if table is not None else None
+                exported = self._export(chosen, stage.path, device, input_shape, popts)
+                measured = measure(exported, device, popts, table) if self.options.measure else None
+                predicted = chosen.predicted_ms
+                latency_limit = limits[precision]
                 attempts.append(Attempt(attempt + 1, config.id, _round(predicted), _round(latency_limit),
-                                        _round(measured.latency_ms if measured else None)))
+                                        _round(measured.latency_ms if measured else None), precision))
                 over = budgets.latency_met(measured.latency_ms if measured else None, tolerance) is False
                 last = attempt == self.options.retries or not over
                 if not last and config.id == self.bank.space.smallest().id:
@@ -208,20 +284,22 @@ class Deployer:
                 if last:
                     manifest = Manifest(
                         device.name, device.runtime, budgets, self._network(config),
-                        _latency_record(budgets, measured, predicted, tolerance), self._scores(config),
+                        _latency_record(budgets, measured, predicted, tolerance), self._scores(chosen),
                         InputRecipe(input_shape, self.prep, tuple(self.meta.class_names), INPUT_NAME, OUTPUT_NAME),
                         _artefact_record(exported, device.default_opset),
-                        self._provenance(result, measured, attempts, search_seconds, started, final))
+                        self._provenance(result, measured, attempts, search_seconds, started, final),
+                        self._precision_record(chosen, candidates))
                     write_json_atomic(stage.path / MANIFEST_NAME, manifest.to_dict())
                     break
                 stage.commit = False
-            # over budget: tighten the predicted limit by how far the prediction was off, then search again
+            # over budget: tighten that precision's predicted limit by how far the prediction was off, search again
             ratio = budgets.latency.value / measured.latency_ms  # type: ignore[union-attr]
-            latency_limit = min(latency_limit or budgets.latency.value, predicted or latency_limit) * ratio * 0.98
+            limit = min(latency_limit or budgets.latency.value, predicted or latency_limit) * ratio * 0.98
             # never below the smallest sub-network: it is the last thing left to try
-            latency_limit = max(latency_limit, table.predict(self.bank.space.smallest()))
-            say(f"{device.name}: {config.id} measured {measured.latency_ms:.4g} ms, over the {budgets.latency.text} "
-                 f"budget (predicted {predicted:.4g} ms); searching again under {latency_limit:.4g} ms predicted")
+            limits[precision] = max(limit, table.predict(self.bank.space.smallest()))
+            say(f"{device.name}: {config.id} ({precision}) measured {measured.latency_ms:.4g} ms, over the "
+                f"{budgets.latency.text} budget (predicted {predicted:.4g} ms); searching again under "
+                f"{limits[precision]:.4g} ms predicted")
         if over:  # still over budget beyond the tolerance: say so rather than let the table look like success
             say(f"warning: {device.name}: {config.id} measured {measured.latency_ms:.4g} ms, over the "
                 f"{budgets.latency.text} budget after {len(attempts)} attempt(s); it is deployed so that you can "
@@ -231,18 +309,33 @@ class Deployer:
         append_report(self.out_dir / REPORT_NAME, report_row(manifest))
         return Deployment(device.name, final, manifest, result, attempts)
 
-    def _export(self, config: WidthConfig, stage: Path, device: DeviceProfile, input_shape: tuple[int, ...],
-                opts: MeasureOptions) -> ExportResult:
-        from slimda.export.artifacts import build_artifact
-
+    def _export_fp32(self, config: WidthConfig, path: Path, input_shape: tuple[int, ...], opset: int) -> float:
+        """Export ``config``'s calibrated network to ``path`` in fp32; its parity with PyTorch (``SlimdaError``
+        when over ``PARITY_TOLERANCE``)."""
         net = self.extract_calibrated(config)
-        onnx_path = export_onnx(net, stage / "model.onnx", input_shape, device.default_opset)
-        parity = self.parity(net, onnx_path, input_shape)
+        export_onnx(net, path, input_shape, opset)
+        parity = self.parity(net, path, input_shape)
         if parity > PARITY_TOLERANCE:
             raise SlimdaError(f"exported ONNX differs from PyTorch by {parity:.2e} (relative; tolerance "
-                              f"{PARITY_TOLERANCE:g}) for {config.id} on {device.name}; nothing was deployed")
+                              f"{PARITY_TOLERANCE:g}) for {config.id}; nothing was deployed")
+        return parity
+
+    def _export(self, chosen: Candidate, stage: Path, device: DeviceProfile, input_shape: tuple[int, ...],
+                opts: MeasureOptions) -> ExportResult:
+        """The chosen candidate's ``model.onnx`` in ``stage`` and the runtime's artefact built from it: the
+        fp32 network, or for int8 the QDQ model that was scored (with its fp32 network beside it)."""
+        from slimda.export.artifacts import build_artifact
+
+        onnx_path = stage / "model.onnx"
+        if chosen.files is not None:
+            for name in ("model.onnx", FP32_NAME):
+                shutil.copy2(chosen.files / name, stage / name)
+            parity = chosen.parity or 0.0
+        else:
+            parity = self._export_fp32(chosen.config, onnx_path, input_shape, device.default_opset)
         artifact = build_artifact(onnx_path, device, stage, opts, self.options.ort_platform)
-        return ExportResult(config, onnx_path, artifact, parity, net)
+        extra = (stage / FP32_NAME,) if chosen.files is not None else ()
+        return ExportResult(chosen.config, onnx_path, artifact, parity, extra)
 
     def extract_calibrated(self, config: WidthConfig) -> torch.nn.Module:
         """The static network of ``config`` with BatchNorm statistics of the target images."""
@@ -270,10 +363,23 @@ class Deployer:
                              round(self.costs.flops(config) / 1e6, 4), round(self.costs.params(config) / 1e6, 5),
                              self.head, get_head(self.head).output_text)
 
-    def _scores(self, config: WidthConfig) -> Scores:
-        score = self.scorer.score(config)
-        return Scores(round(score.upem, 6), self.scorer.distance,
-                      None if score.target_acc is None else round(score.target_acc, 5))
+    def _scores(self, chosen: Candidate) -> Scores:
+        """UPEM (and target accuracy) as deployed: of the quantized model for int8."""
+        return Scores(round(chosen.upem, 6), self.scorer.distance,
+                      None if chosen.target_acc is None else round(chosen.target_acc, 5))
+
+    def _precision_record(self, chosen: Candidate, candidates: Sequence[Candidate]) -> PrecisionRecord:
+        quantization = None
+        if chosen.quantization is not None:
+            s = self.options.int8
+            quantization = {
+                **chosen.quantization.to_dict(), "agreement": round(chosen.agreement or 0.0, 5),
+                "agreement_threshold": s.agreement, "agreement_images": self.scorer.target.count,
+                "agreement_note": "top-1 agreement with its fp32 network (model.fp32.onnx) on held-out target "
+                                  "images, none of them used for calibration",
+                "finalists_per_search": s.finalists}
+        return PrecisionRecord(chosen.precision, round(chosen.upem_fp32, 6), quantization,
+                               tuple(c.to_dict() for c in candidates))
 
     def _provenance(self, result: SearchResult, measured: TableScaleLatency | None, attempts: list[Attempt],
                     search_seconds: float, started: float, final: Path) -> Provenance:
@@ -321,7 +427,7 @@ def _latency_record(budgets: Budgets, measured: TableScaleLatency | None, predic
 
 def _artefact_record(exported: ExportResult, opset: int) -> ArtefactRecord:
     art = exported.artifact
-    files = file_records(dict.fromkeys([exported.onnx, *art.files]), exported.onnx.parent)
+    files = file_records(dict.fromkeys([exported.onnx, *exported.extra_files, *art.files]), exported.onnx.parent)
     return ArtefactRecord(opset, float(f"{exported.parity:.3g}"), art.kind, art.path.name, dict(art.notes), files)
 
 

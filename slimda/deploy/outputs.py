@@ -19,7 +19,7 @@ from slimda.tables import write_csv_atomic
 
 REPORT_NAME = "deploy_report.csv"
 REPORT_COLUMNS: tuple[str, ...] = (
-    "deployed_at", "device", "budget", "config_id", "width", "predicted_latency_ms", "measured_latency_ms",
+    "deployed_at", "device", "budget", "precision", "config_id", "width", "predicted_latency_ms", "measured_latency_ms",
     "measured_latency_ms_raw", "measured_latency_ms_p90", "within_budget", "upem", "target_acc", "flops_m",
     "params_m", "attempts", "candidates_scored", "search_seconds", "deploy_seconds", "artifact", "dir",
 )
@@ -30,6 +30,7 @@ def report_row(m: Manifest) -> dict[str, object]:
     lat, run = m.latency, m.provenance
     return {
         "deployed_at": run.deployed_at, "device": m.device, "budget": m.budget.text("; "),
+        "precision": _blank(m.precision.precision),
         "config_id": m.network.config_id, "width": m.network.width,
         "predicted_latency_ms": _blank(lat.predicted_ms), "measured_latency_ms": _blank(lat.measured_ms),
         "measured_latency_ms_raw": _blank(lat.measured_ms_raw), "measured_latency_ms_p90": _blank(lat.measured_ms_p90),

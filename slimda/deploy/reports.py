@@ -1,5 +1,7 @@
 """Bank reports per device: every scored sub-network's predicted latency, UPEM (and target accuracy when
-the target has labels), FLOPs and parameters; the Pareto front; and plots with the deployed points marked.
+the target has labels), FLOPs and parameters, in each precision the device has a table for; the Pareto front
+of each precision; and plots with one series per precision and the deployed points marked. int8 rows are
+scored on the quantized model itself (``slimda.deploy.precision``), as deployment scores them.
 ``bench_devices`` writes them (slimda bench, and quickstart's last stage).
 """
 
@@ -8,6 +10,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,11 +19,14 @@ from slimda.select.evaluate import TargetScorer
 from slimda.tables import write_csv_atomic
 
 if TYPE_CHECKING:
+    from slimda.deploy.deployer import Deployer
+    from slimda.deploy.precision import Int8Settings
     from slimda.deploy.setup import BankRun
+    from slimda.profilers.devices import DeviceProfile
 
 REPORT_COLUMNS: tuple[str, ...] = (
-    "device", "config_id", "width", "kind", "predicted_latency_ms", "upem", "target_acc", "flops_m", "params_m",
-    "pareto_upem", "pareto_acc",
+    "device", "precision", "config_id", "width", "kind", "predicted_latency_ms", "upem", "target_acc", "flops_m",
+    "params_m", "pareto_upem", "pareto_acc",
 )
 
 
@@ -52,17 +58,28 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
     return on_front
 
 
-def device_rows(device: str, configs: Sequence[tuple[str, WidthConfig]], scorer: TargetScorer,
-                predict_ms: Callable[[WidthConfig], float], flops: Callable[[WidthConfig], float],
-                params: Callable[[WidthConfig], float], ratio_of: Callable[[WidthConfig], float],
+@dataclass(frozen=True)
+class Score:
+    """A configuration's UPEM and target accuracy (None: unlabelled) in one precision."""
+
+    upem: float
+    target_acc: float | None
+
+
+def device_rows(device: str, precision: str, configs: Sequence[tuple[str, WidthConfig]],
+                score: Callable[[WidthConfig], Score], predict_ms: Callable[[WidthConfig], float],
+                flops: Callable[[WidthConfig], float], params: Callable[[WidthConfig], float],
+                ratio_of: Callable[[WidthConfig], float],
                 progress: Callable[[int], None] | None = None) -> list[dict[str, object]]:
-    """One report row per configuration (scored by ``scorer``, costs predicted), Pareto fronts flagged."""
+    """One report row per configuration in ``precision`` (scored by ``score``, costs predicted), this
+    precision's Pareto fronts flagged."""
     rows = []
     for kind, config in configs:
-        score = scorer.score(config)
-        rows.append({"device": device, "config_id": config.id, "width": round(ratio_of(config), 4), "kind": kind,
-                     "predicted_latency_ms": round(predict_ms(config), 6), "upem": round(score.upem, 6),
-                     "target_acc": "" if score.target_acc is None else round(score.target_acc, 5),
+        s = score(config)
+        rows.append({"device": device, "precision": precision, "config_id": config.id,
+                     "width": round(ratio_of(config), 4), "kind": kind,
+                     "predicted_latency_ms": round(predict_ms(config), 6), "upem": round(s.upem, 6),
+                     "target_acc": "" if s.target_acc is None else round(s.target_acc, 5),
                      "flops_m": round(flops(config) / 1e6, 4), "params_m": round(params(config) / 1e6, 5)})
         if progress:
             progress(1)
@@ -76,18 +93,21 @@ def device_rows(device: str, configs: Sequence[tuple[str, WidthConfig]], scorer:
     return rows
 
 
-def read_deployments(report_csv: Path, device: str) -> list[dict[str, str]]:
-    """The rows of a deploy_report.csv for ``device`` (the latest per configuration)."""
+def read_deployments(report_csv: Path, device: str, default_precision: str) -> list[dict[str, str]]:
+    """The rows of a deploy_report.csv for ``device`` (the latest per configuration and precision; rows
+    written before precisions were recorded are in ``default_precision``)."""
     if not report_csv.is_file():
         return []
     with report_csv.open(newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r.get("device") == device]
-    return list({r["config_id"]: r for r in rows}.values())
+        rows = [{**r, "precision": r.get("precision") or default_precision}
+                for r in csv.DictReader(fh) if r.get("device") == device]
+    return list({(r["config_id"], r["precision"]): r for r in rows}.values())
 
 
 def plot_device(rows: Sequence[Mapping[str, object]], deployments: Sequence[Mapping[str, str]], path: Path,
                 title: str) -> Path:
-    """PNG: UPEM (and target accuracy, when labelled) against predicted latency; front and deployments."""
+    """PNG: UPEM (and target accuracy, when labelled) against predicted latency, one series per precision
+    (uniform widths as squares), each precision's Pareto front, and the deployments as stars."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,16 +118,22 @@ def plot_device(rows: Sequence[Mapping[str, object]], deployments: Sequence[Mapp
     if labelled:
         panels.append(("target_acc", "target accuracy (labels: report only)", "pareto_acc"))
     fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.8), squeeze=False)
-    by_id = {r["config_id"]: r for r in rows}
+    by_id = {(r["config_id"], r["precision"]): r for r in rows}
+    precisions = list(dict.fromkeys(str(r["precision"]) for r in rows))
+    colours = dict(zip(precisions, ("tab:blue", "tab:orange", "tab:purple", "tab:green")))
     for ax, (column, label, front_col) in zip(axes[0], panels):
-        for kind, style in (("random", dict(c="0.6", s=14)), ("uniform", dict(c="tab:blue", s=30, marker="s"))):
-            pts = [r for r in rows if r["kind"] == kind]
-            ax.scatter([r["predicted_latency_ms"] for r in pts], [r[column] for r in pts], label=kind, **style)
-        front = sorted((r for r in rows if r[front_col] is True), key=lambda r: r["predicted_latency_ms"])
-        ax.plot([r["predicted_latency_ms"] for r in front], [r[column] for r in front], "-", c="tab:green",
-                lw=1.5, label="Pareto front")
+        for precision in precisions:
+            mine = [r for r in rows if r["precision"] == precision]
+            colour = colours[precision]
+            for kind, style in (("random", dict(s=12, alpha=0.45)), ("uniform", dict(s=30, marker="s"))):
+                pts = [r for r in mine if r["kind"] == kind]
+                ax.scatter([r["predicted_latency_ms"] for r in pts], [r[column] for r in pts], c=colour,
+                           label=f"{precision} {kind}", **style)
+            front = sorted((r for r in mine if r[front_col] is True), key=lambda r: r["predicted_latency_ms"])
+            ax.plot([r["predicted_latency_ms"] for r in front], [r[column] for r in front], "-", c=colour, lw=1.5,
+                    label=f"{precision} Pareto front")
         for i, d in enumerate(deployments):
-            r = by_id.get(d["config_id"])
+            r = by_id.get((d["config_id"], d["precision"]))
             if r is None:
                 continue
             measured = d.get("measured_latency_ms") or ""
@@ -139,34 +165,69 @@ def write_device_report(rows: Sequence[Mapping[str, object]], path: Path) -> Pat
 
 
 def lut_devices(run_dir: Path) -> list[str]:
-    """Devices with a lookup table in RUN/latency/ (validation files excluded)."""
-    folder = run_dir / "latency"
-    if not folder.is_dir():
-        return []
-    return sorted(p.stem for p in folder.glob("*.csv") if not p.stem.endswith("-validation"))
+    """Devices with a lookup table (of any precision) in RUN/latency/."""
+    return list(dict.fromkeys(device for device, _ in table_precisions(run_dir)))
+
+
+def table_precisions(run_dir: Path, devices: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """(device, precision) of every lookup table in RUN/latency/ (``devices``: only theirs), in the order of
+    each device's precisions."""
+    from slimda.latency.table import table_path
+    from slimda.profilers.devices import DEVICES, get_device
+
+    names = [get_device(d).name for d in devices] if devices is not None else sorted(DEVICES)
+    return [(name, p) for name in names for p in DEVICES[name].precisions if table_path(run_dir, name, p).is_file()]
+
+
+def _scoring(deployer: Deployer, device: DeviceProfile, precision: str,
+             input_shape: tuple[int, ...]) -> Callable[[WidthConfig], Score]:
+    """How a report scores a configuration in ``precision``: int8 as quantized for ``device``, else in fp32."""
+    def score(config: WidthConfig) -> Score:
+        if precision == "int8":
+            c = deployer.quantized.candidate(config, device.int8_activations, input_shape, device.default_opset, None)
+            return Score(c.upem, c.target_acc)
+        s = deployer.scorer.score(config)
+        return Score(s.upem, s.target_acc)
+    return score
 
 
 def bench_devices(run: BankRun, scorer: TargetScorer, devices: Sequence[str], deploy_dir: Path, out: Path,
-                  configs: int, seed: int) -> list[Path]:
+                  configs: int, seed: int, int8: Int8Settings | None = None) -> list[Path]:
     """Report (CSV) and plot (PNG) per device of ``configs`` random sub-networks besides the uniform widths
-    and the deployed ones of ``deploy_dir``; returns the files written. Every table is loaded before any work."""
+    and the deployed ones of ``deploy_dir``, in every precision the device has a table for (int8 scored as
+    quantized with ``int8``, as deploy did); returns the files written. Every table is loaded before any work."""
     from slimda.console import progress_bar
+    from slimda.deploy.deployer import DeployOptions
     from slimda.deploy.outputs import REPORT_NAME
+    from slimda.deploy.precision import Int8Settings
+    from slimda.errors import SlimdaError
     from slimda.latency.table import load_table
     from slimda.model.cost import BankCosts
     from slimda.profilers.devices import get_device
 
     bank = run.bank
     costs = BankCosts(bank, run.meta.input_chw)
-    tables = {name: load_table(run.run_dir, get_device(name).name) for name in devices}  # all present, or fail now
+    found = table_precisions(run.run_dir, devices)
+    for name in dict.fromkeys(get_device(d).name for d in devices):
+        if not any(d == name for d, _ in found):
+            raise SlimdaError(f"no latency table for device {name} in {run.run_dir / 'latency'}: build it with "
+                              f"`slimda-profile --device {name} --bank {run.run_dir}`")
+    tables = {(d, p): load_table(run.run_dir, d, p) for d, p in found}  # all readable, or fail now
+    deployer = run.deployer(scorer, DeployOptions(progress=False, int8=int8 or Int8Settings()))
     written = []
-    for name, table in tables.items():
-        deployments = read_deployments(deploy_dir / REPORT_NAME, name)
+    for name in dict.fromkeys(d for d, _ in found):
+        device = get_device(name)
+        deployments = read_deployments(deploy_dir / REPORT_NAME, name, device.precision)
         deployed = [bank.space.from_id(d["config_id"]) for d in deployments]
         chosen = report_configs(bank.space, configs, seed, deployed)
-        with progress_bar(len(chosen), f"bench {name}", "config") as bar:
-            rows = device_rows(name, chosen, scorer, table.predict, costs.flops, costs.params,
-                               bank.space.ratio_of, bar.update)
+        rows: list[dict[str, object]] = []
+        for (d, precision), table in tables.items():
+            if d != name:
+                continue
+            score = _scoring(deployer, device, precision, tuple(table.input_shape))
+            with progress_bar(len(chosen), f"bench {name} {precision}", "config") as bar:
+                rows += device_rows(name, precision, chosen, score, table.predict, costs.flops, costs.params,
+                                    bank.space.ratio_of, bar.update)
         written.append(write_device_report(rows, out / f"{name}.csv"))
         title = f"{bank.arch} on {name}: target {scorer.target.name}, head {scorer.head}"
         written.append(plot_device(rows, deployments, out / f"{name}.png", title))

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.utils.data import Dataset
 
 from slimda.data.loading import image_batches
 from slimda.model.bank import BankMeta, ModelBank, StaticBank
@@ -91,12 +92,18 @@ def evaluate_configs(
 
 @dataclass
 class TargetImages:
-    """Target images prepared for a bank: BN calibration batches, scoring batches, labels if any."""
+    """Target images prepared for a bank: BN calibration batches, scoring batches, labels if any.
+
+    ``dataset`` is the whole target read with the bank's preprocessing and ``scored`` the indices of the
+    scored images in it, so that int8 calibration can draw images that never score (``split_calibration``).
+    """
 
     name: str
     calibration: list[torch.Tensor]
     images: list[torch.Tensor]
     labels: torch.Tensor | None
+    dataset: Dataset | None = None
+    scored: tuple[int, ...] = ()
 
     @property
     def count(self) -> int:
@@ -135,12 +142,13 @@ def load_target_images(spec: str, meta: BankMeta, calibration_images: int = 1024
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
     calibration = [x for x, _ in image_batches(dataset, batch_size, order[:calibration_images], workers=workers,
                                                progress="calibration images")]
-    scored = sorted(order[:score_images]) if 0 < score_images < len(dataset) else None
+    scored = sorted(order[:score_images]) if 0 < score_images < len(dataset) else list(range(len(dataset)))
     images, labels = [], []
     for x, y in image_batches(dataset, batch_size, scored, workers=workers, progress="target images"):
         images.append(x)
         labels.append(y)
-    return TargetImages(target.name, calibration, images, torch.cat(labels) if target.has_labels else None)
+    return TargetImages(target.name, calibration, images, torch.cat(labels) if target.has_labels else None,
+                        dataset, tuple(scored))
 
 
 @dataclass(frozen=True)

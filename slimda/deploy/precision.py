@@ -1,0 +1,193 @@
+"""Width × precision: which precisions a deployment searches, and how a candidate is scored as it will run.
+
+A deployment searches each precision it may use (``--precision auto``: every one the device supports) under
+that precision's own latency table. fp32, fp16 and bf16 candidates are scored by their fp32 UPEM (the
+network the bank computes). An int8 candidate is scored on the quantized model itself: the sub-network is
+exported, quantized with ONNX Runtime's tools (``slimda.export.quantize``) on target images that never score
+sub-networks, and run by ONNX Runtime on the scored images; its UPEM is taken against the same anchor (the
+full-width fp32 network) as every other candidate, because quantization hurts sub-networks unequally and the
+fp32 ranking would not see it. Only the finalists of each precision (its best few by fp32 UPEM) are
+quantized. An int8 candidate's parity is top-1 agreement with its own fp32 network on those held-out images;
+one below ``Int8Settings.agreement`` is never deployed, and the manifest says why.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from slimda.errors import ConfigError
+from slimda.export.onnx_export import INPUT_NAME
+from slimda.export.quantize import (
+    CALIBRATION_METHODS,
+    QuantizationRecord,
+    TargetCalibrationReader,
+    quantize_qdq,
+    split_calibration,
+)
+from slimda.model.heads import get_head
+from slimda.model.space import WidthConfig
+from slimda.select.evaluate import TargetScorer
+from slimda.select.upem import upem
+
+AUTO = "auto"
+PRECISION_CHOICES: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", AUTO)
+FP32_NAME = "model.fp32.onnx"  # an int8 deployment's fp32 network, beside its QDQ model.onnx
+
+
+@dataclass(frozen=True)
+class Int8Settings:
+    """How int8 candidates are calibrated, scored and accepted (defaults: benchmarks/precision_accuracy.py)."""
+
+    method: str = "minmax"  # ONNX Runtime's calibration method: minmax, entropy or percentile
+    images: int = 256  # calibration images, drawn from target images that never score
+    per_channel: bool = True  # weights quantized per output channel
+    agreement: float = 0.9  # least top-1 agreement with the fp32 network for a model to be deployed
+    finalists: int = 3  # best candidates by fp32 UPEM quantized and scored as int8, per search
+    seed: int = 0  # draws the calibration images
+
+    def check(self) -> Int8Settings:
+        if self.method not in CALIBRATION_METHODS:
+            raise ConfigError(f"unknown calibration method {self.method!r}; choose one of "
+                              f"{', '.join(CALIBRATION_METHODS)}")
+        if self.images < 1:
+            raise ConfigError(f"--int8-images must be at least 1, got {self.images}")
+        if not 0.0 <= self.agreement <= 1.0:
+            raise ConfigError(f"--int8-agreement is a share between 0 and 1, got {self.agreement}")
+        if self.finalists < 1:
+            raise ConfigError(f"--finalists must be at least 1, got {self.finalists}")
+        return self
+
+
+def precisions_to_search(device, asked: str | None) -> list[str]:
+    """The precisions a deployment to ``device`` searches: the device's default (``asked`` None), every one it
+    supports (``auto``), or the one asked (a ``ConfigError`` listing the supported ones if it lacks it)."""
+    if asked is None:
+        return [device.precision]
+    if asked == AUTO:
+        return list(device.precisions)
+    return [device.check_precision(asked)]
+
+
+@dataclass
+class Candidate:
+    """A sub-network in one precision, scored as it would be deployed."""
+
+    config: WidthConfig
+    precision: str
+    predicted_ms: float | None
+    upem_fp32: float
+    upem: float  # as deployed: the quantized model's for int8, else upem_fp32
+    agreement: float | None = None  # int8: top-1 agreement with its fp32 network on the scored images
+    target_acc: float | None = None  # as deployed, when the target is labelled (report only, never chooses)
+    quantization: QuantizationRecord | None = None
+    files: Path | None = None  # int8: the folder holding model.onnx (QDQ) and model.fp32.onnx
+    parity: float | None = None  # int8: the fp32 export's parity with PyTorch
+    verdict: str = "finalist"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.config.id, self.precision
+
+    def to_dict(self) -> dict[str, object]:
+        return {"config_id": self.config.id, "precision": self.precision, "predicted_latency_ms": self.predicted_ms,
+                "upem_fp32": round(self.upem_fp32, 6), "upem": round(self.upem, 6),
+                "agreement": None if self.agreement is None else round(self.agreement, 5),
+                "target_acc": None if self.target_acc is None else round(self.target_acc, 5), "verdict": self.verdict}
+
+
+# (config, file, input shape, opset) -> the parity with PyTorch of the calibrated static network exported there
+Exporter = Callable[[WidthConfig, Path, tuple[int, ...], int], float]
+
+
+class QuantizedScorer:
+    """int8 candidates of one bank quantized and scored on the target images, cached per (configuration,
+    activation format, opset) for the whole fleet. Files live in a scratch folder removed with this object."""
+
+    def __init__(self, scorer: TargetScorer, settings: Int8Settings, export: Exporter) -> None:
+        self.scorer, self.settings, self.export = scorer, settings.check(), export
+        self._dir = Path(tempfile.mkdtemp(prefix="slimda-int8-"))
+        self._cache: dict[tuple, Candidate] = {}
+        weakref.finalize(self, shutil.rmtree, self._dir, True)
+        self._calibration: list[int] | None = None
+        self._images: np.ndarray | None = None
+
+    def calibration_indices(self) -> list[int]:
+        """Calibration images: target images that never score (a ``ConfigError`` says how many are needed)."""
+        if self._calibration is None:
+            target = self.scorer.target
+            if target.dataset is None:
+                raise ConfigError("int8 calibration needs the target dataset; load it with load_target_images")
+            self._calibration = split_calibration(len(target.dataset), self.settings.images, target.scored,
+                                                  self.settings.seed)
+        return self._calibration
+
+    def scored_images(self) -> np.ndarray:
+        if self._images is None:
+            self._images = torch.cat(self.scorer.target.images).numpy().astype(np.float32)
+        return self._images
+
+    def candidate(self, config: WidthConfig, activations: str, input_shape: tuple[int, ...], opset: int,
+                  predicted_ms: float | None) -> Candidate:
+        """``config`` exported for ``input_shape`` at ``opset``, quantized (``activations``: the device's int8
+        activation format) and scored as int8."""
+        key = (config.id, activations, input_shape, opset)
+        if key not in self._cache:
+            folder = self._dir / f"{len(self._cache):04d}"
+            folder.mkdir()
+            fp32, int8 = folder / FP32_NAME, folder / "model.onnx"
+            parity = self.export(config, fp32, input_shape, opset)
+            reader = TargetCalibrationReader(self.scorer.target.dataset, self.calibration_indices(), INPUT_NAME)
+            s = self.settings
+            record = quantize_qdq(fp32, int8, reader, s.method, s.per_channel, activations)
+            fp32_out, int8_out = onnx_outputs([fp32, int8], self.scored_images(), input_shape[0])
+            probs = get_head(self.scorer.head).probabilities(torch.from_numpy(int8_out))
+            agreement = float((fp32_out.argmax(1) == int8_out.argmax(1)).mean())
+            labels = self.scorer.target.labels
+            acc = None if labels is None else float((probs.argmax(1) == labels).float().mean())
+            self._cache[key] = Candidate(config, "int8", predicted_ms, self.scorer.upem(config),
+                                         upem(probs, self.scorer.anchor, self.scorer.distance), agreement, acc,
+                                         record, folder, parity)
+        return replace(self._cache[key], predicted_ms=predicted_ms, verdict="finalist")
+
+
+def onnx_outputs(paths: Sequence[Path], images: np.ndarray, batch: int = 1) -> list[np.ndarray]:
+    """Each model's outputs ``[N, K]`` on ``images`` ``[N, C, H, W]``, run by ONNX Runtime's CPU provider in
+    the model's own batch size (an incomplete last batch is padded and cut)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in paths]
+    outputs: list[list[np.ndarray]] = [[] for _ in paths]
+    for start in range(0, len(images), batch):
+        x = images[start:start + batch]
+        n = len(x)
+        if n < batch:
+            x = np.concatenate([x, np.repeat(x[-1:], batch - n, axis=0)])
+        for session, out in zip(sessions, outputs):
+            out.append(session.run(None, {INPUT_NAME: x})[0][:n])
+    return [np.concatenate(out) for out in outputs]
+
+
+def choose(candidates: Sequence[Candidate], agreement: float) -> Candidate | None:
+    """The candidate with the least UPEM as deployed (then the least predicted latency) among those whose
+    int8 agreement reaches ``agreement``; sets every candidate's ``verdict``. None: every one was refused."""
+    ranked = sorted(candidates, key=lambda c: (c.upem, c.predicted_ms if c.predicted_ms is not None else 0.0))
+    winner = None
+    for c in ranked:
+        if c.agreement is not None and c.agreement < agreement:
+            c.verdict = (f"not deployed: its int8 model agrees with its fp32 network on {c.agreement:.1%} of the "
+                         f"held-out target images, under the {agreement:.0%} threshold")
+        elif winner is None:
+            winner, c.verdict = c, "deployed"
+        else:
+            c.verdict = f"UPEM {c.upem:.4g} as deployed, above the winner's {winner.upem:.4g}"
+    return winner
