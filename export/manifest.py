@@ -25,6 +25,7 @@ from slimda.tables import sha256_file
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
+BATCH_AXIS = "batch"  # the symbolic first axis of a model exported with a dynamic batch
 PIXEL_SCALE = "images scaled to [0, 1] before mean/std"
 TARGET_ACC_NOTE = "labels of the target, read only for this report, never for the choice"
 
@@ -38,7 +39,8 @@ MANIFEST_KEYS: tuple[str, ...] = (
     # precision: what it runs in, how it was quantized, and the finalists of the width x precision search
     "precision", "upem_fp32", "quantization", "precision_candidates",
     # how to feed the model and read its output
-    "input_name", "output_name", "output", "input_shape", "channels", "mean", "std", "input_size", "pixel_scale",
+    "input_name", "output_name", "output", "input_shape", "dynamic_batch", "latency_batch", "channels", "mean", "std",
+    "input_size", "pixel_scale",
     "resize", "preprocess", "class_names",
     # the files and what produced them
     "opset", "onnx_parity", "artifact", "files", "versions", "bank", "target", "search", "attempts",
@@ -47,7 +49,7 @@ MANIFEST_KEYS: tuple[str, ...] = (
 
 # Keys that manifests of older slimda versions lack; they read back with their defaults.
 _ADDED_LATER = frozenset({"latency_tolerance", "preprocess", "resize", "precision", "upem_fp32", "quantization",
-                          "precision_candidates"})
+                          "precision_candidates", "dynamic_batch", "latency_batch"})
 
 # Keys every manifest holds; tests and fleet tools rely on them.
 REQUIRED_KEYS: tuple[str, ...] = (
@@ -179,16 +181,21 @@ class PrecisionRecord:
 class InputRecipe:
     """How to feed the model: tensor names and shape, the preprocessing it was trained with, its classes."""
 
-    input_shape: tuple[int, ...]
+    input_shape: tuple[int, ...]  # with the batch the latency was timed at (``latency_batch``)
     preprocessing: Preprocessing
     class_names: tuple[str, ...]
     input_name: str = "input"
     output_name: str = "scores"
+    dynamic_batch: bool = False  # the model's first axis is the symbolic "batch" (any batch size runs)
 
     def to_dict(self) -> dict[str, object]:
         prep = self.preprocessing.to_dict()
+        shape: list[object] = list(self.input_shape)
+        if self.dynamic_batch:
+            shape[0] = BATCH_AXIS
         return {"input_name": self.input_name, "output_name": self.output_name,
-                "input_shape": list(self.input_shape), "channels": prep["channels"], "mean": prep["mean"],
+                "input_shape": shape, "dynamic_batch": self.dynamic_batch, "latency_batch": self.input_shape[0],
+                "channels": prep["channels"], "mean": prep["mean"],
                 "std": prep["std"], "input_size": prep["size"], "pixel_scale": PIXEL_SCALE,
                 "preprocess": self.preprocessing.recipe(), "resize": prep["resize"],
                 "class_names": list(self.class_names)}
@@ -197,8 +204,12 @@ class InputRecipe:
     def from_dict(cls, d: Mapping[str, object]) -> InputRecipe:
         prep = Preprocessing.from_dict({"size": d["input_size"], "channels": d["channels"], "mean": d["mean"],
                                         "std": d["std"], "resize": d.get("resize")})
-        return cls(tuple(d["input_shape"]), prep, tuple(d["class_names"]),  # type: ignore[arg-type]
-                   str(d["input_name"]), str(d["output_name"]))
+        shape = list(d["input_shape"])  # type: ignore[call-overload]
+        dynamic = bool(d.get("dynamic_batch"))
+        if dynamic:
+            shape[0] = int(d["latency_batch"])  # type: ignore[call-overload]
+        return cls(tuple(shape), prep, tuple(d["class_names"]),  # type: ignore[arg-type]
+                   str(d["input_name"]), str(d["output_name"]), dynamic)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from slimda.errors import SlimdaError
+from slimda.export.manifest import BATCH_AXIS
 
 CURRENT_OPSET = 18
 TENSORRT_8_2_OPSET = 13
@@ -31,10 +32,13 @@ def export_onnx(
     input_shape: tuple[int, ...],
     opset: int = CURRENT_OPSET,
     exporter: str = "auto",
+    dynamic_batch: bool = False,
 ) -> Path:
-    """Export ``net`` (eval mode, fixed ``input_shape``) to ``path`` atomically and check the graph.
+    """Export ``net`` (eval mode, ``input_shape``) to ``path`` atomically and check the graph.
 
     ``exporter``: ``"torchscript"``, ``"dynamo"`` or ``"auto"`` (TorchScript below opset 18).
+    ``dynamic_batch``: the input's and output's first axis is the symbolic ``batch`` (``input_shape[0]`` is
+    only the example); otherwise every axis is fixed.
     """
     import onnx
 
@@ -60,6 +64,7 @@ def export_onnx(
                 opset_version=opset,
                 dynamo=exporter == "dynamo",
                 external_data=False,
+                **(_dynamic_batch_arguments(exporter) if dynamic_batch else {}),
             )
         model = onnx.load(str(tmp))
         onnx.checker.check_model(model, full_check=True)
@@ -71,6 +76,13 @@ def export_onnx(
         tmp.unlink(missing_ok=True)
         net.train(was_training)
     return path
+
+
+def _dynamic_batch_arguments(exporter: str) -> dict[str, object]:
+    """``torch.onnx.export`` arguments that make the first axis the symbolic ``batch``, per exporter."""
+    if exporter == "dynamo":
+        return {"dynamic_shapes": ({0: torch.export.Dim("batch")},)}
+    return {"dynamic_axes": {INPUT_NAME: {0: BATCH_AXIS}, OUTPUT_NAME: {0: BATCH_AXIS}}}
 
 
 def onnx_opset(path: str | os.PathLike) -> int:

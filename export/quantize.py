@@ -1,10 +1,12 @@
 """Static INT8 quantization of an exported model with ONNX Runtime's own tools, calibrated on target images.
 
-One QDQ model serves every runtime slimda deploys to: ONNX Runtime fuses the Q/DQ pairs into int8 kernels,
+A QDQ model serves every runtime slimda deploys to: ONNX Runtime fuses the Q/DQ pairs into int8 kernels,
 OpenVINO reads QDQ ONNX as an int8 model, and TensorRT builds it by explicit quantization (``trtexec --int8``).
-TensorRT accepts symmetric int8 only, so weights (per output channel) and activations are int8 with zero
-points 0. Calibration images are unlabelled target images, the deployment site's own, fed through the
-manifest's preprocessing (``Preprocessing``), and never the images that score sub-networks.
+Weights are int8 symmetric per output channel. Activations are in the device's format
+(``DeviceProfile.int8_activations``): int8 symmetric for TensorRT, which accepts nothing else, and uint8
+asymmetric for the CPU runtimes, whose fast x86 kernels are U8S8. Calibration images are unlabelled target
+images, the deployment site's own, fed through the manifest's preprocessing (``Preprocessing``), and never the
+images that score sub-networks.
 """
 
 from __future__ import annotations

@@ -36,6 +36,12 @@ class DeviceProfile:
     int8_activations: str = "int8"
 
     @property
+    def dynamic_batch(self) -> bool:
+        """Whether slimda deploys models with a symbolic batch axis to it: ONNX Runtime and OpenVINO take any
+        batch; TensorRT engines are built here for the fixed input shape (no optimization profiles)."""
+        return not self.runtime.startswith("tensorrt")
+
+    @property
     def is_jetson(self) -> bool:
         return self.name.startswith("jetson-")
 

@@ -313,3 +313,43 @@ def test_quickstart_runs_end_to_end_and_reuses_finished_stages(tmp_path, capsys)
     assert main(argv) == 0  # a second run reuses the bank and the table
     err = capsys.readouterr().err
     assert "reusing the finished run" in err and "0 entries timed" in err
+
+
+def test_batch_and_dynamic_batch_exports(run_dir, target, tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+    import openvino as ov
+
+    from slimda.profilers.devices import get_device
+
+    bank = target[0]
+    budget = Budgets(latency=parse_latency(f"{mid_budget(run_dir, bank):.5f}ms"))
+    # a symbolic batch: any batch runs, the latency is timed at the table's batch (1)
+    d = deployer(run_dir, target, tmp_path / "dyn", dynamic_batch=True).deploy("cpu-onnxruntime", budget)
+    raw = json.loads((d.dir / "manifest.json").read_text())
+    assert raw["input_shape"] == ["batch", 1, 28, 28] and raw["dynamic_batch"] and raw["latency_batch"] == 1
+    assert read_manifest(d.dir).input.input_shape == (1, 1, 28, 28) and raw["measured_latency_ms"] > 0
+    session = ort.InferenceSession(str(d.dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((5, 1, 28, 28)).astype(np.float32)
+    batched = session.run(None, {"input": x})[0]
+    one = np.concatenate([session.run(None, {"input": x[i:i + 1]})[0] for i in range(5)])
+    assert batched.shape == (5, 10) and np.allclose(batched, one, atol=1e-5)
+    flops = Budgets(flops=parse_count("100M", "flops"))
+    d = deployer(run_dir, target, tmp_path / "ov", dynamic_batch=True).deploy("cpu-openvino", flops)
+    compiled = ov.Core().compile_model(str(d.dir / "model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    assert compiled(x[:3])[0].shape == (3, 10)
+    from slimda.deploy.precision import Int8Settings  # an int8 model keeps the symbolic batch
+
+    d = deployer(run_dir, target, tmp_path / "q", dynamic_batch=True, precision="int8",
+                 int8=Int8Settings(images=16, agreement=0.0, finalists=1)).deploy("cpu-onnxruntime", flops)
+    session = ort.InferenceSession(str(d.dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert d.manifest.precision.precision == "int8" and session.run(None, {"input": x[:3]})[0].shape == (3, 10)
+    # a fixed batch: the input is [N, ...]; a latency budget needs a table timed at that batch
+    d = deployer(run_dir, target, tmp_path / "b4", batch=4).deploy("cpu-onnxruntime", flops)
+    assert json.loads((d.dir / "manifest.json").read_text())["input_shape"] == [4, 1, 28, 28]
+    session = ort.InferenceSession(str(d.dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"input": x[:4]})[0].shape == (4, 10)
+    with pytest.raises(SlimdaError, match="--batch 4, but its latency table was timed at batch 1.*--batch 4`"):
+        deployer(run_dir, target, tmp_path / "b4t", batch=4).deploy("cpu-onnxruntime", budget)
+    with pytest.raises(ConfigError, match="tensorrt runs TensorRT engines built for one input shape"):
+        deployer(run_dir, target, tmp_path / "trt", dynamic_batch=True)._batch(get_device("tensorrt"), {}, budget)

@@ -156,7 +156,7 @@ def test_deploy_searches_width_x_precision_and_records_how_int8_was_made(trained
     budget = 1.5 * max(t.predict(space.largest()) for t in tables.values())  # every width fits in both
     common = ["--bank", str(run), "--target", "digits", "--latency", f"{budget:.4f}ms", "--calibration-images", "64",
               "--score-images", "300", "--population", "6", "--generations", "1", "--int8-images", "32",
-              "--finalists", "2", *fast]
+              "--finalists", "2", "--retries", "0", *fast]  # a loaded host must not change the choice
     capsys.readouterr()
     assert main(["deploy", *common, "--precision", "auto", "--out", str(tmp_path / "auto")]) == 0
     manifest = json.loads((tmp_path / "auto" / "cpu-onnxruntime" / "manifest.json").read_text())
@@ -179,7 +179,8 @@ def test_deploy_searches_width_x_precision_and_records_how_int8_was_made(trained
     assert is_quantized(folder / "model.onnx") and not is_quantized(folder / "model.fp32.onnx")
     assert set(raw["files"]) >= {"model.onnx", "model.fp32.onnx"}
     assert raw["files"]["model.onnx"]["sha256"] == sha256_file(folder / "model.onnx")
-    assert q["calibration_method"] == "minmax" and q["calibration_images"] == 32 and len(q["calibration_sha256"]) == 32
+    assert q["calibration_method"] == "percentile" and q["calibration_images"] == 32
+    assert len(q["calibration_sha256"]) == 32
     assert q["activations"] == "uint8" and q["agreement"] >= q["agreement_threshold"] == 0.9
     assert q["agreement_images"] == 300 and raw["upem"] >= 0 and raw["upem_fp32"] is not None
     # calibration images are never scored ones (the scorer draws its 300 with the same seed)
@@ -210,6 +211,10 @@ def test_deploy_searches_width_x_precision_and_records_how_int8_was_made(trained
     assert main(["deploy", *common, "--precision", "int8", "--device", "jetson-nano"]) == 2
     assert "jetson-nano does not run int8 (its Maxwell GPU has no fast INT8 kernels); it supports fp32, fp16" \
         in capsys.readouterr().err
+    scoring_all = [a if a != "300" else "0" for a in common]  # every target image scores: none left to calibrate
+    assert main(["deploy", *scoring_all, "--precision", "int8", "--out", str(tmp_path / "none")]) == 2
+    assert "int8 calibration needs 32 target images that are not used for scoring, but the target has 1797 images " \
+        "and 1797 score sub-networks" in capsys.readouterr().err
     assert main(["deploy", *common, "--precision", "int8", "--int8-agreement", "1.0", "--int8-images", "1",
                  "--out", str(tmp_path / "refused")]) in (0, 2)
     err = capsys.readouterr().err

@@ -46,6 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="device to deploy to; repeat or separate with commas for a fleet (default: "
                       "cpu-onnxruntime). slimda-profile --list-devices lists them")
     what.add_argument("--out", metavar="DIR", help="output folder (default: RUN/deploy)")
+    what.add_argument("--batch", type=int, metavar="N", help="batch size of the exported model's input (default: the "
+                      "batch the device's latency table was timed at, 1); a latency budget needs a table timed at "
+                      "this batch (slimda-profile --bank RUN --batch N)")
+    what.add_argument("--dynamic-batch", action="store_true",
+                      help="export the input's batch axis as symbolic, so the model runs any batch size (ONNX "
+                      "Runtime, OpenVINO; not TensorRT engines); it is timed at the table's batch")
 
     budget = parser.add_argument_group("budgets (at least one)")
     budget.add_argument("--latency", metavar="TIME", help="latency on the device: 20ms, '20 ms', 0.02s, 500us")
@@ -91,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--population must be at least 2 and --generations at least 1")
     if args.retries < 0:
         raise ConfigError(f"--retries must be 0 or more, got {args.retries}")
+    if args.batch is not None and args.batch < 1:
+        raise ConfigError(f"--batch must be at least 1, got {args.batch}")
     budgets = budgets_from_args(args)  # bad budgets fail before the bank is read
     devices = devices_from_args(args.device)
     for name in devices:
@@ -104,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         measure_options=options_from_args(args),
         settings=SearchSettings(population=args.population, generations=args.generations, seed=args.seed),
         measure=not args.no_measure, retries=args.retries, ort_platform=args.ort_platform, precision=precision,
-        int8=int8)
+        int8=int8, batch=args.batch, dynamic_batch=args.dynamic_batch)
     deployer = open_deployer(args.bank, target_scoring_from_args(args), options, args.out)
     print_deployments(deploy_fleet(deployer, devices, budgets))
     return 0

@@ -83,7 +83,7 @@ def options_from_args(args: argparse.Namespace) -> MeasureOptions:
     adb = AdbOptions(args.adb, perf_test_path=args.perf_test) if args.adb else None
     return MeasureOptions(
         threads=args.threads, precision=None if args.precision == "auto" else args.precision,
-        batch=getattr(args, "batch", 1),
+        batch=getattr(args, "batch", None) or 1,
         resolution=parse_resolution(getattr(args, "resolution", None)), warmup=args.warmup, min_runs=args.min_runs,
         min_time_s=args.min_time, ssh=ssh, adb=adb,
         tensorrt=TensorRTOptions(trt_version=args.trt_version, trtexec_path=args.trtexec),

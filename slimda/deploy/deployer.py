@@ -27,8 +27,16 @@ from typing import TYPE_CHECKING
 import torch
 
 from slimda.console import one_torch_thread, progress_bar, say
-from slimda.deploy.outputs import REPORT_COLUMNS, REPORT_NAME, append_report, report_row, staging
-from slimda.deploy.precision import FP32_NAME, Candidate, Int8Settings, QuantizedScorer, choose, precisions_to_search
+from slimda.deploy.outputs import REPORT_COLUMNS, REPORT_NAME, append_report, latency_record, report_row, staging
+from slimda.deploy.precision import (
+    FP32_NAME,
+    Candidate,
+    Int8Settings,
+    QuantizedScorer,
+    choose,
+    precision_record,
+    precisions_to_search,
+)
 from slimda.errors import ConfigError, SlimdaError
 from slimda.export.manifest import (
     MANIFEST_NAME,
@@ -36,9 +44,7 @@ from slimda.export.manifest import (
     Attempt,
     ChosenNetwork,
     InputRecipe,
-    LatencyRecord,
     Manifest,
-    PrecisionRecord,
     Provenance,
     Scores,
     SearchRecord,
@@ -96,6 +102,8 @@ class DeployOptions:
     progress: bool | None = None  # tqdm bars: None = when stderr is a terminal
     measure_with: Measurer | None = None  # None: time it the way the device's table was built
     precision: str | None = None  # fp32, fp16, bf16, int8 or auto (every one the device runs); None: its default
+    batch: int | None = None  # batch of the exported input; None: the batch the device's table was timed at (1)
+    dynamic_batch: bool = False  # export a symbolic batch axis (ONNX Runtime, OpenVINO), timed at the table's
     int8: Int8Settings = Int8Settings()  # how int8 candidates are calibrated, scored and accepted
 
 
@@ -121,6 +129,7 @@ class Deployer:
         self.head = scorer.head
         self.costs = BankCosts(bank, self.input_chw)
         self._quantized: QuantizedScorer | None = None
+        self._said: set[str] = set()
 
     @property
     def input_chw(self) -> tuple[int, int, int]:
@@ -159,12 +168,33 @@ class Deployer:
             raise SlimdaError(f"{device.name}: no latency table for any of its precisions, so the latency budget "
                               "cannot be checked:\n  " + "\n  ".join(missing))
         for line in missing:
-            say(f"{device.name}: not searching {line}")
+            if line not in self._said:  # once per deployer, not at every retry or deployment
+                self._said.add(line)
+                say(f"{device.name}: not searching {line}")
         batches = {t.input_shape[0] for t in tables.values() if t is not None}
         if len(batches) > 1:
             raise SlimdaError(f"{device.name}: its tables were timed at different batch sizes ({sorted(batches)}); "
                               "rebuild them at one batch size")
         return tables
+
+    def _batch(self, device: DeviceProfile, tables: dict[str, LatencyTable | None], budgets: Budgets) -> int:
+        """The exported (and timed) batch: ``DeployOptions.batch``, else the tables'. A table serves only the
+        batch it was timed at: one of another batch is refused under a latency budget and ignored otherwise."""
+        if self.options.dynamic_batch and not device.dynamic_batch:
+            raise ConfigError(f"{device.name} runs TensorRT engines built for one input shape: --dynamic-batch is "
+                              "for ONNX Runtime and OpenVINO devices; deploy a fixed batch with --batch N")
+        timed = next((t.input_shape[0] for t in tables.values() if t is not None), None)
+        batch = self.options.batch or timed or 1
+        if batch < 1:
+            raise ConfigError(f"--batch must be at least 1, got {batch}")
+        if timed is not None and timed != batch:
+            if budgets.latency:
+                raise SlimdaError(f"{device.name}: --batch {batch}, but its latency table was timed at batch {timed}, "
+                                  f"and a table predicts only the batch it was built at: build one with "
+                                  f"`slimda-profile --device {device.name} --bank {self.run_dir} --batch {batch}`")
+            for precision in tables:
+                tables[precision] = None  # FLOPs/parameter budgets only: no latency prediction at this batch
+        return batch
 
     def _constraints(self, budgets: Budgets, table: LatencyTable | None,
                      latency_limit: float | None) -> list[Constraint]:
@@ -182,7 +212,8 @@ class Deployer:
     def quantized(self) -> QuantizedScorer:
         """int8 candidates quantized and scored, shared by the fleet (made on first use)."""
         if self._quantized is None:
-            self._quantized = QuantizedScorer(self.scorer, self.options.int8, self._export_fp32)
+            self._quantized = QuantizedScorer(self.scorer, self.options.int8, self._export_fp32,
+                                              self.options.dynamic_batch)
         return self._quantized
 
     def _select(self, device: DeviceProfile, budgets: Budgets, tables: dict[str, LatencyTable | None],
@@ -253,7 +284,7 @@ class Deployer:
         opts = self.options.measure_options or MeasureOptions()
         check_target(device, opts)  # e.g. a Jetson's engine is built and timed there: it needs --host
         tables = self._tables(device, precisions_to_search(device, self.options.precision), budgets)
-        batch = next((t.input_shape[0] for t in tables.values() if t is not None), 1)
+        batch = self._batch(device, tables, budgets)
         input_shape = (batch, *self.input_chw)
         opts = replace(opts, batch=batch, resolution=None)
         measure = self.options.measure_with or self._measure
@@ -284,11 +315,12 @@ class Deployer:
                 if last:
                     manifest = Manifest(
                         device.name, device.runtime, budgets, self._network(config),
-                        _latency_record(budgets, measured, predicted, tolerance), self._scores(chosen),
-                        InputRecipe(input_shape, self.prep, tuple(self.meta.class_names), INPUT_NAME, OUTPUT_NAME),
+                        latency_record(budgets, measured, predicted, tolerance), self._scores(chosen),
+                        InputRecipe(input_shape, self.prep, tuple(self.meta.class_names), INPUT_NAME, OUTPUT_NAME,
+                                    self.options.dynamic_batch),
                         _artefact_record(exported, device.default_opset),
                         self._provenance(result, measured, attempts, search_seconds, started, final),
-                        self._precision_record(chosen, candidates))
+                        precision_record(chosen, candidates, self.options.int8, self.scorer.target.count))
                     write_json_atomic(stage.path / MANIFEST_NAME, manifest.to_dict())
                     break
                 stage.commit = False
@@ -313,8 +345,10 @@ class Deployer:
         """Export ``config``'s calibrated network to ``path`` in fp32; its parity with PyTorch (``SlimdaError``
         when over ``PARITY_TOLERANCE``)."""
         net = self.extract_calibrated(config)
-        export_onnx(net, path, input_shape, opset)
+        export_onnx(net, path, input_shape, opset, dynamic_batch=self.options.dynamic_batch)
         parity = self.parity(net, path, input_shape)
+        if self.options.dynamic_batch:  # a symbolic batch must give the same answers at another batch size
+            parity = max(parity, self.parity(net, path, (PARITY_IMAGES, *input_shape[1:])))
         if parity > PARITY_TOLERANCE:
             raise SlimdaError(f"exported ONNX differs from PyTorch by {parity:.2e} (relative; tolerance "
                               f"{PARITY_TOLERANCE:g}) for {config.id}; nothing was deployed")
@@ -368,19 +402,6 @@ class Deployer:
         return Scores(round(chosen.upem, 6), self.scorer.distance,
                       None if chosen.target_acc is None else round(chosen.target_acc, 5))
 
-    def _precision_record(self, chosen: Candidate, candidates: Sequence[Candidate]) -> PrecisionRecord:
-        quantization = None
-        if chosen.quantization is not None:
-            s = self.options.int8
-            quantization = {
-                **chosen.quantization.to_dict(), "agreement": round(chosen.agreement or 0.0, 5),
-                "agreement_threshold": s.agreement, "agreement_images": self.scorer.target.count,
-                "agreement_note": "top-1 agreement with its fp32 network (model.fp32.onnx) on held-out target "
-                                  "images, none of them used for calibration",
-                "finalists_per_search": s.finalists}
-        return PrecisionRecord(chosen.precision, round(chosen.upem_fp32, 6), quantization,
-                               tuple(c.to_dict() for c in candidates))
-
     def _provenance(self, result: SearchResult, measured: TableScaleLatency | None, attempts: list[Attempt],
                     search_seconds: float, started: float, final: Path) -> Provenance:
         raw = measured.measurement if measured else None
@@ -412,17 +433,6 @@ def deploy_fleet(deployer: Deployer, devices: Sequence[str], budgets: Budgets,
 
 def _round(value: float | None, digits: int = 6) -> float | None:
     return None if value is None else round(float(value), digits)
-
-
-def _latency_record(budgets: Budgets, measured: TableScaleLatency | None, predicted: float | None,
-                    tolerance: float) -> LatencyRecord:
-    """Predicted vs measured latency, and the budget's verdict on the measurement (``Budgets.latency_met``)."""
-    raw = measured.measurement if measured else None
-    return LatencyRecord(
-        _round(predicted), _round(measured.latency_ms if measured else None), _round(raw.stats.p50 if raw else None),
-        _round(raw.stats.p90 if raw else None), measured.method if measured else None,
-        _round(measured.device_speed if measured else None, 4), raw.to_row() if raw else None,
-        budgets.latency_met(measured.latency_ms if measured else None, tolerance), tolerance)
 
 
 def _artefact_record(exported: ExportResult, opset: int) -> ArtefactRecord:

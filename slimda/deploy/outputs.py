@@ -1,4 +1,5 @@
-"""What a deployment leaves on disk besides its model: the report row, and the folder swapped in atomically.
+"""What a deployment leaves on disk besides its model: the report row, the latency part of its manifest, and
+the folder swapped in atomically.
 
 ``DIR/deploy_report.csv`` gets one row per deployment (rewritten atomically, never a half-written line);
 ``DIR/<device>/`` is built in a scratch folder beside it and replaces it only when complete.
@@ -13,9 +14,14 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from slimda.export.manifest import Manifest
+from slimda.export.manifest import LatencyRecord, Manifest
+from slimda.select.budget import Budgets
 from slimda.tables import write_csv_atomic
+
+if TYPE_CHECKING:
+    from slimda.latency.build import TableScaleLatency
 
 REPORT_NAME = "deploy_report.csv"
 REPORT_COLUMNS: tuple[str, ...] = (
@@ -39,6 +45,21 @@ def report_row(m: Manifest) -> dict[str, object]:
         "candidates_scored": run.search.candidates_scored, "search_seconds": run.search.seconds,
         "deploy_seconds": run.deploy_seconds, "artifact": m.artefact.file, "dir": run.dir,
     }
+
+
+def latency_record(budgets: Budgets, measured: TableScaleLatency | None, predicted: float | None,
+                   tolerance: float) -> LatencyRecord:
+    """Predicted vs measured latency, and the budget's verdict on the measurement (``Budgets.latency_met``)."""
+    raw = measured.measurement if measured else None
+    return LatencyRecord(
+        _round(predicted), _round(measured.latency_ms if measured else None), _round(raw.stats.p50 if raw else None),
+        _round(raw.stats.p90 if raw else None), measured.method if measured else None,
+        _round(measured.device_speed if measured else None, 4), raw.to_row() if raw else None,
+        budgets.latency_met(measured.latency_ms if measured else None, tolerance), tolerance)
+
+
+def _round(value: float | None, digits: int = 6) -> float | None:
+    return None if value is None else round(float(value), digits)
 
 
 def _blank(value: object) -> object:

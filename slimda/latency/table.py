@@ -422,7 +422,7 @@ def load_table(run_dir: str | os.PathLike, device: str, precision: str | None = 
         raise SlimdaError(f"no latency table for device {device}{' in ' + precision if precision else ''} at "
                           f"{path}: build it with `slimda-profile --device {device} --bank {run_dir}{flag}`")
     table = LatencyTable.load(path)
-    if precision is not None and (precision == "int8") != (table.precision == "int8"):
+    if precision is not None and table.precision and table.precision != precision:
         raise SlimdaError(f"{path} was timed in {table.precision}, not {precision}: a table serves only the "
                           f"precision it was built in")
     return table
