@@ -7,7 +7,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from slimda.errors import ConfigError
-from slimda.profilers.config import PERF_TEST_PATH, AdbOptions, MeasureOptions, SSHOptions, TensorRTOptions
+from slimda.profilers.config import PERF_TEST_PATH, PRECISIONS, AdbOptions, MeasureOptions, SSHOptions, TensorRTOptions
 from slimda.profilers.devices import JETPACK_TRTEXEC
 
 if TYPE_CHECKING:
@@ -24,14 +24,14 @@ def add_measure_arguments(parser: argparse.ArgumentParser, resolution: bool = Tr
     how.add_argument("--threads", type=int, help="CPU threads (intra-op threads / INFERENCE_NUM_THREADS); "
                      "default: the device profile's (1)")
     if search:
-        how.add_argument("--precision", choices=("fp32", "fp16", "bf16", "int8", "auto"),
+        how.add_argument("--precision", choices=(*PRECISIONS, "auto"),
                          help="precision to deploy in; auto: search every precision the device supports (each "
                          "under its own latency table, RUN/latency/DEVICE[-PRECISION].csv) and keep the one whose "
                          "sub-network scores best as deployed. int8 models are quantized on target images. "
                          "Default: the device's (fp32 on CPUs, fp16 on Jetsons/TensorRT); slimda-profile "
                          "--list-devices shows what each supports")
     else:
-        how.add_argument("--precision", choices=("fp32", "fp16", "bf16", "int8"),
+        how.add_argument("--precision", choices=PRECISIONS,
                          help="inference precision; default: the device's (fp32 on CPUs, fp16 on Jetsons/TensorRT); "
                          "slimda-profile --list-devices shows what each supports. int8 needs a quantized (QDQ) "
                          "model. The precision actually used is what the row records")

@@ -19,6 +19,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ from slimda.export.quantize import (
     CALIBRATION_METHODS,
     QuantizationRecord,
     TargetCalibrationReader,
+    onnx_outputs,
     quantize_qdq,
     split_calibration,
 )
@@ -38,8 +40,10 @@ from slimda.model.space import WidthConfig
 from slimda.select.evaluate import TargetScorer
 from slimda.select.upem import upem
 
-AUTO = "auto"
-PRECISION_CHOICES: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", AUTO)
+if TYPE_CHECKING:
+    from slimda.profilers.devices import DeviceProfile
+
+AUTO = "auto"  # --precision auto: every precision the device supports
 FP32_NAME = "model.fp32.onnx"  # an int8 deployment's fp32 network, beside its QDQ model.onnx
 
 
@@ -69,7 +73,7 @@ class Int8Settings:
         return self
 
 
-def precisions_to_search(device, asked: str | None) -> list[str]:
+def precisions_to_search(device: DeviceProfile, asked: str | None) -> list[str]:
     """The precisions a deployment to ``device`` searches: the device's default (``asked`` None), every one it
     supports (``auto``), or the one asked (a ``ConfigError`` listing the supported ones if it lacks it)."""
     if asked is None:
@@ -94,10 +98,6 @@ class Candidate:
     files: Path | None = None  # int8: the folder holding model.onnx (QDQ) and model.fp32.onnx
     parity: float | None = None  # int8: the fp32 export's parity with PyTorch
     verdict: str = "finalist"
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.config.id, self.precision
 
     def to_dict(self) -> dict[str, object]:
         return {"config_id": self.config.id, "precision": self.precision, "predicted_latency_ms": self.predicted_ms,
@@ -162,25 +162,6 @@ class QuantizedScorer:
                                          upem(probs, self.scorer.anchor, self.scorer.distance), agreement, acc,
                                          record, folder, parity)
         return replace(self._cache[key], predicted_ms=predicted_ms, verdict="finalist")
-
-
-def onnx_outputs(paths: Sequence[Path], images: np.ndarray, batch: int = 1) -> list[np.ndarray]:
-    """Each model's outputs ``[N, K]`` on ``images`` ``[N, C, H, W]``, run by ONNX Runtime's CPU provider in
-    the model's own batch size (an incomplete last batch is padded and cut)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in paths]
-    outputs: list[list[np.ndarray]] = [[] for _ in paths]
-    for start in range(0, len(images), batch):
-        x = images[start:start + batch]
-        n = len(x)
-        if n < batch:
-            x = np.concatenate([x, np.repeat(x[-1:], batch - n, axis=0)])
-        for session, out in zip(sessions, outputs):
-            out.append(session.run(None, {INPUT_NAME: x})[0][:n])
-    return [np.concatenate(out) for out in outputs]
 
 
 def choose(candidates: Sequence[Candidate], agreement: float) -> Candidate | None:
