@@ -20,11 +20,20 @@ Writes benchmarks/results/lut_accuracy.csv (``--name``; one row per table and co
 
 A case is ARCH:RESOLUTION[:CHANNELS] (default channels: the architecture's); ``--precision int8`` builds int8
 tables (every entry quantized as deployed) and validates them on quantized networks.
+
+``--keep DIR`` keeps every table, its validation timings and the run's settings (``*-run.json``);
+``--rescore DIR`` scores kept tables again with the current prediction code (group regression, correction)
+without timing anything: the timings of a run are what change with the machine, the predictor is not.
+
+    python benchmarks/lut_accuracy.py --keep /tmp/lut          # time once (about an hour here)
+    python benchmarks/lut_accuracy.py --rescore /tmp/lut       # after changing slimda/latency/fit.py
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import os
 import platform
 import sys
@@ -36,11 +45,11 @@ from pathlib import Path
 import numpy as np
 
 from slimda.latency.build import build_table, default_in_channels
-from slimda.latency.table import RoundNoise
-from slimda.latency.validate import accuracy, validate_table
+from slimda.latency.table import LatencyTable, RoundNoise, read_rows
+from slimda.latency.validate import ValidationReport, accuracy, validate_table
 from slimda.model.bank import ModelBank
 from slimda.profilers.measurement import MeasureOptions
-from slimda.tables import print_table, write_csv_atomic
+from slimda.tables import print_table, write_csv_atomic, write_json_atomic
 
 RESULTS = Path(__file__).parent / "results"
 TARGET_WITHIN_10 = 0.90
@@ -91,6 +100,42 @@ def _with_correction(table, terms: str):
     return other
 
 
+def kept_scores(folder: Path) -> list[dict[str, object]]:
+    """Score every table kept in ``folder`` (with its validation CSV) again with the current code: the
+    table's stored correction is dropped and refitted, held-out networks are predicted anew."""
+    rows = []
+    for path in sorted(folder.glob("*.csv")):
+        validation = path.with_name(f"{path.stem}-validation.csv")
+        if path.stem.endswith("-validation") or not validation.exists():
+            continue
+        timed, _ = read_rows(path)
+        table = LatencyTable([r for r in timed if r["entry_kind"] != "correction"])
+        with validation.open(newline="") as f:
+            measured = list(csv.DictReader(f))
+        report = ValidationReport(measured, float("nan"), float("nan"), float("nan"), len(measured),
+                                  sum(1 for r in measured if r["fallback_blocks"] not in ("", "0")),
+                                  float("nan"), float("nan"), float("nan"), paired=bool(table.reference_id))
+        run = path.with_name(f"{path.stem}-run.json")
+        base = json.loads(run.read_text()) if run.exists() else {
+            "arch": table.arch, "input": "x".join(map(str, table.input_shape)), "device": table.device,
+            "precision": table.precision}
+        base.update(block_keys=len(table.block_ms), table_rows=len(table.rows), rescored=True)
+        for correction in ("auto", "sum"):
+            rows.append({**base, **score(table, report, correction)})
+        print(f"{path.name}: {rows[-2]['within_10pct']} % within ±10 % ({rows[-2]['correction']}), "
+              f"{rows[-1]['within_10pct']} % (sum)", file=sys.stderr)
+    if not rows:
+        raise SystemExit(f"no kept tables with a -validation.csv beside them in {folder}")
+    return rows
+
+
+def summary_table(rows) -> None:
+    print_table([{k: r.get(k, "") for k in ("arch", "input", "device", "precision", "correction", "within_10pct",
+                                            "within_10pct_raw", "rmse_ms", "spearman_rho", "mean_abs_err_pct",
+                                            "build_s", "repeatability_pct", "within_10pct_repeatable_only")}
+                 for r in rows])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=["digits-cnn:28", "resnet18:64", "resnet18:96"],
@@ -106,8 +151,16 @@ def main() -> None:
     parser.add_argument("--name", default="lut_accuracy", help="CSV name in benchmarks/results (default: lut_accuracy)")
     parser.add_argument("--keep", type=Path, help="keep the tables and validation CSVs in this folder")
     parser.add_argument("--unpaired", action="store_true", help="time every entry alone (no reference network)")
+    parser.add_argument("--rescore", type=Path, metavar="DIR",
+                        help="score the tables a --keep run left in DIR again with the current code; times nothing")
     args = parser.parse_args()
     results = RESULTS / f"{args.name}.csv"
+    if args.rescore:
+        rows = kept_scores(args.rescore)
+        write_csv_atomic(results, rows)
+        summary_table(rows)
+        print(f"wrote {results}")
+        return
     options = MeasureOptions(threads=args.threads, precision=args.precision, warmup=5, min_runs=20,
                              min_time_s=args.min_time)
     rows = []
@@ -119,7 +172,8 @@ def main() -> None:
             channels = int(rest[0]) if rest else default_in_channels(arch)
             for device in args.devices:
                 bank = ModelBank(arch, 10, channels).eval()
-                out = folder / f"{arch}-{size}x{channels}-{device}.csv"
+                tag = f"-{args.precision}" if args.precision else ""
+                out = folder / f"{arch}-{size}x{channels}{tag}-{device}.csv"
                 out.unlink(missing_ok=True)
                 load_start = os.getloadavg()[0]
                 started = time.perf_counter()
@@ -139,15 +193,14 @@ def main() -> None:
                         "build_round_spread_pct": round(100 * table.noise.spread, 1),
                         "repeatability_pct": round(100 * report.repeatable, 1),
                         "drift_since_build_pct": round(100 * (report.drift - 1), 1)}
+                base.update(machine=platform.node(), cpu_count=os.cpu_count(),
+                            loadavg_1min=f"{load_start:.2f}->{os.getloadavg()[0]:.2f}")
+                if args.keep:
+                    write_json_atomic(folder / f"{out.stem}-run.json", base)
                 for correction in ("auto", "sum"):
-                    rows.append({**base, **score(table, report, correction), "machine": platform.node(),
-                                 "cpu_count": os.cpu_count(),
-                                 "loadavg_1min": f"{load_start:.2f}->{os.getloadavg()[0]:.2f}"})
+                    rows.append({**base, **score(table, report, correction)})
                 write_csv_atomic(results, rows)  # partial results survive an interruption
-    print_table([{k: r[k] for k in ("arch", "input", "device", "correction", "within_10pct", "within_10pct_raw",
-                                    "rmse_ms", "spearman_rho", "mean_abs_err_pct", "build_s", "repeatability_pct",
-                                    "drift_since_build_pct", "within_10pct_repeatable_only")}
-                 for r in rows])
+    summary_table(rows)
     print(f"wrote {results}")
 
 

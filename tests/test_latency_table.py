@@ -16,13 +16,13 @@ from slimda.backbones import list_backbones
 from slimda.data.preprocessing import Preprocessing
 from slimda.errors import SlimdaError
 from slimda.latency.build import build_table, plan_entries, reference_config
+from slimda.latency.fit import GroupModel, fit_correction
 from slimda.latency.plan import plan_for
 from slimda.latency.table import (
     LATER_COLUMNS,
     TABLE_COLUMNS,
     LatencyTable,
     RoundNoise,
-    fit_correction,
     load_table,
     normalise_row,
     table_path,
@@ -112,6 +112,37 @@ def test_correction_finds_where_the_weights_spill_out_of_the_cache():
     plain = fit_correction(sums, weights, measured, terms="sum+weights")
     assert plain.d == 0.0 and plain.loo_error > 3 * fit.loo_error
     assert fit_correction(sums[:10], weights[:10], measured[:10]).terms != "sum+weights+spill"  # too few points
+
+
+def test_correction_learns_a_block_that_costs_more_alone_than_in_the_network():
+    rng = np.random.default_rng(2)
+    slots = rng.uniform(0.05, 0.2, size=(40, 4))
+    slots[:, 0] *= rng.choice([1.0, 3.0], size=40)  # the first slot runs 3x slower alone for some widths
+    measured = 0.8 * slots.sum(1) + 0.02 - 0.5 * slots[:, 0]
+    fit = fit_correction(slots.sum(1), np.zeros(40), measured, slot_ms=slots)
+    assert fit.terms.endswith("+slots") and len(fit.slot_coef) == 4 and fit.loo_error < 0.01
+    assert fit(slots[3].sum(), 0.0, slots[3]) == pytest.approx(measured[3], rel=0.01)
+    with pytest.raises(ValueError, match="4 slot terms"):
+        fit(slots[3].sum(), 0.0)
+    plain = 0.8 * slots.sum(1) + 0.02
+    assert fit_correction(slots.sum(1), np.zeros(40), plain, slot_ms=slots).slot_coef == ()  # nothing to gain
+    assert fit_correction(slots[:10].sum(1), np.zeros(10), measured[:10], slot_ms=slots[:10]).slot_coef == ()
+
+
+def test_group_model_finds_the_channel_blocks_a_kernel_works_in():
+    rng = np.random.default_rng(1)
+    channels = [tuple(int(c) for c in rng.choice(np.arange(4, 68, 4), size=3)) for _ in range(40)]
+
+    def stepped(c):  # the kernel runs mid and out channels in blocks of 16
+        cin, mid, cout = c[0], -(-c[1] // 16) * 16, -(-c[2] // 16) * 16
+        return 0.01 + 1e-5 * cin * mid + 1e-4 * mid * cout
+
+    model = GroupModel(channels, [stepped(c) for c in channels])
+    assert model.pads == (1, 16, 16) and model.loo_error < 1e-6
+    assert model.predict((20, 20, 36)) == pytest.approx(stepped((20, 20, 36)), rel=1e-3)
+    smooth = GroupModel(channels, [0.01 + 1e-4 * c[1] * c[2] + 1e-5 * c[0] for c in channels])
+    assert smooth.pads == (1, 1, 1)
+    assert GroupModel(channels[:10], [stepped(c) for c in channels[:10]]).pads == (1, 1, 1)  # too few to choose
 
 
 def test_round_noise_is_the_share_of_networks_that_repeat_within_ten_percent():
@@ -212,6 +243,26 @@ def test_real_build_predicts_every_configuration(built, bank):
     assert table.predict(space.largest()) > table.predict(space.smallest())
 
 
+def test_the_correction_sees_the_block_regression_error(built, bank):
+    """A fit network's own keys (timed for it alone, in a slot whose keys were not all timed) enter its
+    block sum as the regression predicts them without them, the sum a held-out network would have."""
+    table, _ = built
+    held = table.held_out_blocks()
+    assert set(held) == set(table.whole_ms)
+    keys = {i: table.plan.keys(table.config(i)) for i in held}
+    changed = 0
+    for config_id, (slots, mb) in held.items():
+        total = sum(slots)
+        exact, exact_mb, _ = table.block_sum(table.config(config_id))
+        assert mb == pytest.approx(exact_mb)
+        own = [k for slot, k in zip(table.plan.slots, keys[config_id]) if not table._all_keys_timed(slot)
+               and sum(k in ks for ks in keys.values()) == 1]
+        assert (total != pytest.approx(exact, rel=1e-9)) == bool(own)
+        changed += bool(own)
+    assert changed >= 3  # every fit network has keys of its own
+    assert table.correction.points == len(held)
+
+
 def test_block_weights_add_up_to_the_whole_network(built, bank):
     table, _ = built
     for config in bank.space.sample_many(5, seed=5):  # unseen keys too: weights are exact
@@ -237,6 +288,22 @@ def test_table_csv_round_trip(built, bank, tmp_path):
     again = LatencyTable.load(copy)
     for config in bank.space.sample_many(10, seed=7):
         assert again.predict(config) == pytest.approx(table.predict(config), rel=1e-4)
+
+
+def test_stored_slot_terms_are_applied_and_refitted_when_they_do_not_fit_the_plan(built, bank):
+    table, _ = built
+    n = len(table.plan.slots)
+    rows = [r for r in table.rows if r["entry_kind"] != "correction"]
+    stored = {**next(r for r in table.rows if r["entry_kind"] == "correction"), "entry_key": "sum+slots",
+              "coef_a": 1.0, "coef_b_ms": 0.0, "coef_c_ms_per_mb": 0.0, "coef_d_ms_per_mb_spilled": 0.0,
+              "coef_slots": " ".join(["0.5"] + ["0"] * (n - 1))}
+    with_slots = LatencyTable([*rows, stored])
+    config = next(c for c in bank.space.sample_many(20, seed=5) if c.id not in table.whole_ms)
+    first = with_slots.blocks(config)[0][0]
+    assert with_slots.correction.slot_coef[0] == 0.5
+    assert with_slots.predict(config) == pytest.approx(with_slots.block_sum(config)[0] + 0.5 * first)
+    other_plan = LatencyTable([*rows, {**stored, "coef_slots": "0.5 0.5"}])  # written for other slots: refitted
+    assert other_plan.correction.terms != "sum+slots" and other_plan.correction.points == len(table.whole_ms)
 
 
 # -------------------------------------------------------------------------- resume and failures (fake timer)

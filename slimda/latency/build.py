@@ -330,12 +330,14 @@ def _correction_row(table: LatencyTable, rows: Sequence[Mapping[str, object]], p
                                                  "batch", "host")},
             "device": dev.name, "entry_kind": "correction", "entry_key": c.terms, "coef_a": round(c.a, 6),
             "coef_b_ms": round(c.b, 6), "coef_c_ms_per_mb": round(c.c, 6), "coef_d_ms_per_mb_spilled": round(c.d, 6),
-            "spill_knee_mb": round(c.knee_mb, 6), "status": "ok",
+            "spill_knee_mb": round(c.knee_mb, 6), "coef_slots": " ".join(f"{e:.6g}" for e in c.slot_coef),
+            "status": "ok",
             "measured_at": measurement.now_iso(), "arch": plan.arch, "net_input_shape": plan.input_text,
             "num_classes": plan.num_classes, "opset": dev.default_opset, "reference_id": table.reference_id,
             "reference_ms": "" if table.reference_ms is None else round(table.reference_ms, 6),
             "notes": f"relative least squares over {c.points} measured whole networks (median of their rounds); "
-                     f"leave-one-out mean |error| {100 * c.loo_error:.2f} %; {table.noise.text()}"}
+                     f"leave-one-out mean |error| {100 * c.loo_error:.2f} %"
+                     f"{f'; slot terms shrunk by {c.ridge:g}' if c.slot_coef else ''}; {table.noise.text()}"}
 
 
 def pairs_here(table: LatencyTable, device: str | DeviceProfile, options: MeasureOptions | None) -> bool:

@@ -8,18 +8,21 @@ A table is built for one (bank width space, device, input resolution, batch) and
   spatial stride, input size), so blocks at different positions with the same shapes share one entry.
 - ``uniform`` rows: whole networks at the uniform widths of the space (returned as measured).
 - ``whole`` rows: whole random sub-networks (the *fit set*), timed end to end.
-- ``correction`` row: ``latency ≈ a·Σ blocks + b`` (+ ``c·weight MB``, + ``d·max(0, weight MB − knee)``
-  where those terms lower the leave-one-out error), relative least squares over the uniform and fit-set
-  networks. Timing a block alone adds a runtime call and layout conversions and loses cross-block fusion
-  (constant or proportional costs: ``a``, ``b``); it also keeps the block's weights hot in the caches,
-  which a whole network larger than the caches cannot (a cost that follows the weight bytes: ``c``; its
-  slope changes by ``d``, either way, where the weights outgrow a cache level).
+- ``correction`` row: ``latency ≈ a·Σ blocks + b`` (+ ``c·weight MB``, + ``d·max(0, weight MB − knee)``,
+  + ``Σ_s e_s·block_s``, where those terms lower the leave-one-out error), relative least squares over the
+  uniform and fit-set networks, each with the blocks it would have had as a held-out network
+  (``held_out_blocks``). Timing a block alone adds a runtime call and layout conversions and loses
+  cross-block fusion (constant or proportional costs: ``a``, ``b``; per slot where one block's differ from
+  the others': ``e_s``, shrunk towards 0); it also keeps the block's weights hot in the caches, which a
+  whole network larger than the caches cannot (a cost that follows the weight bytes: ``c``; its slope
+  changes by ``d``, either way, where the weights outgrow a cache level).
 
 The space is far too large to time every block key (digits-cnn: ~470k configurations, resnet18 ~1e10), so
 a build times every key of the uniform and fit-set networks and every key of the block *slots* with few
 possible keys (``enumerate_limit``); any other key is predicted by a per-group regression (nn-Meter-style
 kernel predictor): relative least squares of the measured keys of its group (same block kind, stride and
-input size) on the terms of a conv block's FLOPs, ``1, in, mid, out, in·mid, mid², mid·out, in·out``.
+input size) on the terms of a conv block's FLOPs, ``1, in, mid, out, in·mid, mid², mid·out, in·out``, of the
+channel counts rounded up to the multiples the group's kernels step in (slimda.latency.fit.GroupModel).
 ``Prediction.fallback_blocks`` counts the blocks of a prediction that came from it.
 
 Every entry is timed *paired* with a reference network (the uniform width nearest 0.5×) wherever slimda
@@ -35,15 +38,18 @@ Builds resume: each row is appended and flushed as soon as it is measured and en
 are skipped; an entry that fails on the device becomes a ``status=failed`` row with the error and is left
 out of every fit and prediction.
 
-Modules: slimda.latency.plan (block slots and keys), this one (the table and its predictions),
-slimda.latency.build (building), slimda.latency.validate (validation).
+Modules: slimda.latency.plan (block slots and keys), slimda.latency.fit (the regression and the correction),
+this one (the table and its predictions), slimda.latency.build (building), slimda.latency.validate
+(validation).
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import os
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +57,8 @@ from pathlib import Path
 import numpy as np
 
 from slimda.errors import ConfigError, SlimdaError
-from slimda.latency.plan import BlockSlot, NetPlan, channel_features, key_channels, key_group, plan_from_description
+from slimda.latency.fit import Correction, GroupModel, fit_correction
+from slimda.latency.plan import BlockSlot, NetPlan, key_channels, key_group, plan_from_description
 from slimda.model.space import WidthConfig, parse_config_id
 from slimda.profilers.measurement import PAIRED_COLUMNS, ROW_COLUMNS
 
@@ -59,113 +66,10 @@ ENTRY_KINDS = ("block", "uniform", "whole", "correction")
 TABLE_COLUMNS: tuple[str, ...] = (
     "entry_kind", "entry_key", "config_id", *ROW_COLUMNS, *PAIRED_COLUMNS, "reference_id", "weights_mb",
     "arch", "net_input_shape", "num_classes", "opset", "coef_a", "coef_b_ms", "coef_c_ms_per_mb",
-    "coef_d_ms_per_mb_spilled", "spill_knee_mb",
+    "coef_d_ms_per_mb_spilled", "spill_knee_mb", "coef_slots",
 )
 # columns added since the first table format; a table that lacks some of them still loads
-LATER_COLUMNS = (*PAIRED_COLUMNS, "reference_id", "coef_d_ms_per_mb_spilled", "spill_knee_mb")
-
-# ------------------------------------------------------------------------------------- unseen keys
-
-class GroupModel:
-    """Latency of a block group as a function of its channel counts: least squares on ``channel_features``,
-    minimising relative errors (what a ±10 % target asks for), floored at half the fastest measured key."""
-
-    def __init__(self, channels: Sequence[tuple[int, int, int]], latencies_ms: Sequence[float]) -> None:
-        x = channel_features(channels)
-        y = np.asarray(latencies_ms, dtype=float)
-        self.scale = np.maximum(np.abs(x).max(axis=0), 1e-12)
-        weights = 1.0 / np.maximum(y, 1e-12)
-        self.coef, *_ = np.linalg.lstsq(x / self.scale * weights[:, None], y * weights, rcond=1e-6)
-        self.floor = 0.5 * float(y.min())
-        self.points = len(y)
-
-    def predict(self, channels: tuple[int, int, int]) -> float:
-        value = float(((channel_features([channels]) / self.scale) @ self.coef)[0])
-        return max(value, self.floor)
-
-
-# ------------------------------------------------------------------------------------------ correction
-
-CORRECTION_TERMS = ("sum", "sum+weights", "sum+weights+spill")
-SPILL_KNEE_QUANTILES = np.linspace(0.0, 0.6, 13)  # knees tried: these quantiles of the fit networks' weight MB
-SPILL_MIN_POINTS = 12  # the spill form has 4 coefficients and a knee: fit it on at least this many networks
-
-
-@dataclass(frozen=True)
-class Correction:
-    """``latency ≈ a·Σ blocks + b + c·weight MB + d·max(0, weight MB − knee)`` (``c``, ``d`` = 0 unless the
-    form has them)."""
-
-    a: float = 1.0
-    b: float = 0.0
-    c: float = 0.0
-    terms: str = "sum"
-    points: int = 0
-    loo_error: float = float("nan")  # leave-one-out mean |relative error| over the fit networks
-    d: float = 0.0
-    knee_mb: float = 0.0
-
-    def __call__(self, block_sum_ms: float, weights_mb: float) -> float:
-        return (self.a * block_sum_ms + self.b + self.c * weights_mb
-                + self.d * max(weights_mb - self.knee_mb, 0.0))
-
-
-def _design(sums: np.ndarray, weights: np.ndarray, terms: str, knee: float = 0.0) -> np.ndarray:
-    cols = [sums, np.ones_like(sums)]
-    if terms != "sum":
-        cols.append(weights)
-    if terms == "sum+weights+spill":
-        cols.append(np.maximum(weights - knee, 0.0))
-    return np.stack(cols, axis=1)
-
-
-def _relative_lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    coef, *_ = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)
-    return coef
-
-
-def _loo_error(x: np.ndarray, y: np.ndarray) -> float:
-    """Mean |relative error| of each network predicted by the fit on all the others."""
-    if len(y) <= x.shape[1] + 1:
-        return float("nan")
-    errors = []
-    for k in range(len(y)):
-        keep = np.arange(len(y)) != k
-        errors.append(abs(float(x[k] @ _relative_lstsq(x[keep], y[keep])) / y[k] - 1))
-    return float(np.mean(errors))
-
-
-def fit_correction(sums: Sequence[float], weights_mb: Sequence[float], measured: Sequence[float],
-                   terms: str = "auto") -> Correction:
-    """Relative least squares of measured whole networks on their block sums (and weight MB).
-
-    ``terms="auto"`` picks the form with the lowest leave-one-out error. Why the weight terms: on CPUs whose
-    caches hold a lone block's weights but not a whole network's, the whole network also streams its
-    weights from memory, a cost that grows with the weight bytes rather than with the block sum (``c``);
-    that cost per MB changes where the weights outgrow a cache level (``d``, above a knee chosen from the
-    fit networks' weight sizes by the same leave-one-out error; measured on resnet18 64² here: ~12-13 MB).
-    """
-    s, w, y = (np.asarray(v, dtype=float) for v in (sums, weights_mb, measured))
-    if len(y) < 2:
-        return Correction(points=len(y))
-    if terms != "auto":
-        candidates = [terms]
-    else:
-        candidates = ["sum"] if len(y) < 8 else [t for t in CORRECTION_TERMS
-                                                  if t != "sum+weights+spill" or len(y) >= SPILL_MIN_POINTS]
-    best: Correction | None = None
-    for form in candidates:
-        knees = sorted(set(np.quantile(w, SPILL_KNEE_QUANTILES))) if form == "sum+weights+spill" else [0.0]
-        for knee in knees:
-            x = _design(s, w, form, knee)
-            coef = _relative_lstsq(x, y)
-            fit = Correction(float(coef[0]), float(coef[1]), float(coef[2]) if len(coef) > 2 else 0.0, form,
-                             len(y), _loo_error(x, y), float(coef[3]) if len(coef) > 3 else 0.0, float(knee))
-            if best is None or fit.loo_error < best.loo_error or np.isnan(best.loo_error):
-                best = fit
-    assert best is not None
-    return best
-
+LATER_COLUMNS = (*PAIRED_COLUMNS, "reference_id", "coef_d_ms_per_mb_spilled", "spill_knee_mb", "coef_slots")
 
 # ------------------------------------------------------------------------------------------------ the table
 
@@ -304,14 +208,16 @@ class LatencyTable:
         self.fit_ids = {str(r["config_id"]) for r in self.rows if r["entry_kind"] == "whole"}
         self._groups: dict[str, GroupModel | None] = {}
         self._memo: dict[str, tuple[float, float, bool]] = {}
+        self._complete: dict[str, bool] = {}
         stored = [r for r in self.rows if r["entry_kind"] == "correction" and r["status"] == "ok"]
-        if stored:
+        slots = tuple(float(v) for v in str(stored[-1]["coef_slots"] or "").split()) if stored else ()
+        if stored and len(slots) in (0, len(self.plan.slots)):
             r = stored[-1]
             self.correction = Correction(float(r["coef_a"]), float(r["coef_b_ms"]),  # type: ignore[arg-type]
                                          _float(r["coef_c_ms_per_mb"]) or 0.0, str(r["entry_key"]),
                                          d=_float(r["coef_d_ms_per_mb_spilled"]) or 0.0,
-                                         knee_mb=_float(r["spill_knee_mb"]) or 0.0)
-        else:
+                                         knee_mb=_float(r["spill_knee_mb"]) or 0.0, slot_coef=slots)
+        else:  # none stored, or stored for another plan's slots
             self.correction = self.fit_correction()
 
     # -- persistence
@@ -349,41 +255,90 @@ class LatencyTable:
             self._groups[group] = GroupModel(*zip(*points)) if points else None  # type: ignore[call-arg]
         return self._groups[group]
 
-    def block_sum(self, config: WidthConfig) -> tuple[float, float, int]:
-        """(Σ block latencies in ms, Σ weight MB, number of blocks the regression predicted) of ``config``."""
+    def blocks(self, config: WidthConfig) -> list[tuple[float, float, bool]]:
+        """``block_entry`` of every slot of ``config``, in plan order."""
         if config.arch != self.arch:
             raise ConfigError(f"configuration is for {config.arch!r}; this latency table is for {self.arch!r}")
         widths = config.as_dict()
-        total = mb = 0.0
-        fallback = 0
-        for slot in self.plan.slots:
-            ms, weights, used = self.block_entry(slot, widths)
-            total, mb, fallback = total + ms, mb + weights, fallback + used
-        return total, mb, fallback
+        return [self.block_entry(slot, widths) for slot in self.plan.slots]
+
+    def block_sum(self, config: WidthConfig) -> tuple[float, float, int]:
+        """(Σ block latencies in ms, Σ weight MB, number of blocks the regression predicted) of ``config``."""
+        entries = self.blocks(config)
+        return sum(e[0] for e in entries), sum(e[1] for e in entries), sum(e[2] for e in entries)
 
     def explain(self, config: WidthConfig) -> Prediction:
-        total, mb, fallback = self.block_sum(config)
+        entries = self.blocks(config)
+        total, mb, fallback = sum(e[0] for e in entries), sum(e[1] for e in entries), sum(e[2] for e in entries)
         if config.id in self.whole_ms:
             source = "uniform" if config.id in self.uniform_ids else "whole"
             return Prediction(config.id, self.whole_ms[config.id], source, total, mb, fallback)
-        return Prediction(config.id, max(self.correction(total, mb), 1e-6), "blocks", total, mb, fallback)
+        slots = [e[0] for e in entries] if self.correction.slot_coef else []
+        return Prediction(config.id, max(self.correction(total, mb, slots), 1e-6), "blocks", total, mb, fallback)
 
     def predict(self, config: WidthConfig) -> float:
         """Median latency of ``config`` in ms: as measured for the uniform widths, else the corrected Σ."""
         return self.explain(config).latency_ms
 
     def fit_correction(self, terms: str = "auto") -> Correction:
-        """Fit the correction on the measured whole networks (uniform and fit set)."""
-        sums, mbs, ys = [], [], []
-        for config_id, measured in sorted(self.whole_ms.items()):
+        """Fit the correction on the measured whole networks (uniform and fit set), each network's blocks
+        taken as if it were held out (``held_out_blocks``): the correction serves networks nobody timed,
+        whose sums carry the group regression's error, and its form is chosen by an error that must see it."""
+        held_out = self.held_out_blocks()
+        ids = [i for i in sorted(self.whole_ms) if i in held_out]
+        slots = [held_out[i][0] for i in ids]
+        return fit_correction([sum(v) for v in slots], [held_out[i][1] for i in ids],
+                              [self.whole_ms[i] for i in ids], terms, slots)
+
+    def held_out_blocks(self) -> dict[str, tuple[list[float], float]]:
+        """{whole network: (its block latencies in slot order, Σ weight MB)} with each of its *own* keys
+        (timed for no other whole network, in a slot whose keys were not all timed) predicted by its group's
+        regression fitted without them: what it would have been had the build not timed them. Without this,
+        every fit network's sum is exact (a build times all their keys), so the correction's leave-one-out
+        error could not see the regression's error that every held-out prediction carries, and picked forms
+        on data that had none (a 3-channel digits-cnn table: 100 % of fit networks within ±10 %, 87 % of
+        held-out ones)."""
+        configs = {}
+        for config_id in self.whole_ms:
             try:
-                total, mb, _ = self.block_sum(self.config(config_id))
+                configs[config_id] = self.config(config_id)
             except SlimdaError:
                 continue
-            sums.append(total)
-            mbs.append(mb)
-            ys.append(measured)
-        return fit_correction(sums, mbs, ys, terms)
+        keys = {i: self.plan.keys(c) for i, c in configs.items()}
+        shared = Counter(k for ks in keys.values() for k in set(ks))
+        out = {}
+        for config_id, config in configs.items():
+            try:
+                entries = self.blocks(config)
+            except SlimdaError:
+                continue
+            own = {k for slot, k in zip(self.plan.slots, keys[config_id])
+                   if shared[k] == 1 and k in self.block_ms and not self._all_keys_timed(slot)}
+            out[config_id] = ([self._predict_without(slot, config, own) if key in own else ms
+                               for slot, key, (ms, _, _) in zip(self.plan.slots, keys[config_id], entries)],
+                              sum(e[1] for e in entries))
+        return out
+
+    def _predict_without(self, slot: BlockSlot, config: WidthConfig, left_out: set[str]) -> float:
+        full = self._group_model(slot.group)
+        points = [(key_channels(k), v) for k, v in self.block_ms.items()
+                  if key_group(k) == slot.group and k not in left_out]
+        if full is None or len(points) < 2:
+            return self.block_ms[slot.key(config.as_dict())]
+        return GroupModel(*zip(*points), pads=full.pads).predict(slot.channels(config.as_dict()))  # type: ignore[misc]
+
+    def _all_keys_timed(self, slot: BlockSlot) -> bool:
+        """Whether every key the slot can take is in the table (a build enumerates the slots with few)."""
+        if slot.name not in self._complete:
+            choices: dict[str, set[int]] = {}
+            for config_id in self.uniform_ids:  # the uniform widths hold every choice of every site
+                for site, width in self.config(config_id).as_dict().items():
+                    choices.setdefault(site, set()).add(width)
+            sites = sorted({c.site for c in (slot.cin, slot.mid, slot.cout) if c.site})
+            options = [sorted(choices.get(site, ())) for site in sites]
+            self._complete[slot.name] = math.prod(map(len, options)) <= 4096 and all(
+                slot.key(dict(zip(sites, combo))) in self.block_ms for combo in itertools.product(*options))
+        return self._complete[slot.name]
 
     def config(self, config_id: str) -> WidthConfig:
         """The configuration with this id (the table knows its sites, not its ratio grid)."""
@@ -397,10 +352,19 @@ class LatencyTable:
                 "failed_rows": sum(1 for r in self.rows if r["status"] == "failed"),
                 "correction": c.terms, "coef_a": round(c.a, 4), "coef_b_ms": round(c.b, 4),
                 "coef_c_ms_per_mb": round(c.c, 5), "coef_d_ms_per_mb_spilled": round(c.d, 5),
-                "spill_knee_mb": round(c.knee_mb, 3), "reference": self.reference_id or "none (unpaired)",
+                "spill_knee_mb": round(c.knee_mb, 3), **self.regression_summary(),
+                "reference": self.reference_id or "none (unpaired)",
                 "reference_ms": "" if self.reference_ms is None else round(self.reference_ms, 4),
                 "repeatable_pct": round(100 * self.noise.repeatable, 1) if self.noise.networks else "",
                 "round_spread_pct": round(100 * self.noise.spread, 1) if self.noise.networks else ""}
+
+    def regression_summary(self) -> dict[str, object]:
+        """The block groups whose unseen keys the regression predicts, and its worst leave-one-out error."""
+        groups = {slot.group for slot in self.plan.slots if not self._all_keys_timed(slot)}
+        models = [m for m in (self._group_model(g) for g in sorted(groups)) if m is not None]
+        errors = [m.loo_error for m in models if not math.isnan(m.loo_error)]
+        return {"regressed_groups": len(models),
+                "group_loo_error_pct": round(100 * max(errors), 1) if errors else ""}
 
 
 def table_path(run_dir: str | os.PathLike, device: str, precision: str | None = None) -> Path:
