@@ -14,7 +14,7 @@ times every entry alone): "measured" is then each held-out network's ratio to th
 reference latency, and ``within_10pct_raw`` scores the same predictions against the raw medians.
 Writes benchmarks/results/lut_accuracy.csv (``--name``; one row per table and correction).
 
-    python benchmarks/lut_accuracy.py                       # digits-cnn 28, resnet18 64 and 96; ORT, OpenVINO
+    python benchmarks/lut_accuracy.py                       # 5 cases × ORT, OpenVINO (about 90 min here)
     python benchmarks/lut_accuracy.py --cases digits-cnn:28 --devices cpu-onnxruntime --validate 10
     python benchmarks/lut_accuracy.py --cases digits-cnn:28:3 --precision int8 --name lut_accuracy_int8
 
@@ -25,7 +25,7 @@ tables (every entry quantized as deployed) and validates them on quantized netwo
 ``--rescore DIR`` scores kept tables again with the current prediction code (group regression, correction)
 without timing anything: the timings of a run are what change with the machine, the predictor is not.
 
-    python benchmarks/lut_accuracy.py --keep /tmp/lut          # time once (about an hour here)
+    python benchmarks/lut_accuracy.py --keep /tmp/lut          # time once
     python benchmarks/lut_accuracy.py --rescore /tmp/lut       # after changing slimda/latency/fit.py
 """
 
@@ -138,8 +138,10 @@ def summary_table(rows) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="+", default=["digits-cnn:28", "resnet18:64", "resnet18:96"],
-                        help="ARCH:RESOLUTION[:CHANNELS]")
+    parser.add_argument("--cases", nargs="+",
+                        default=["digits-cnn:28", "digits-cnn:28:3", "digits-cnn:32:3", "resnet18:64", "resnet18:96"],
+                        help="ARCH:RESOLUTION[:CHANNELS] (default: digits-cnn 28² with 1 and 3 channels and 32² "
+                             "with 3, resnet18 64² and 96²)")
     parser.add_argument("--precision", default=None, help="table precision (default: each device's own)")
     parser.add_argument("--devices", nargs="+", default=["cpu-onnxruntime", "cpu-openvino"])
     parser.add_argument("--validate", type=int, default=30)

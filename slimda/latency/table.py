@@ -264,12 +264,11 @@ class LatencyTable:
 
     def block_sum(self, config: WidthConfig) -> tuple[float, float, int]:
         """(Σ block latencies in ms, Σ weight MB, number of blocks the regression predicted) of ``config``."""
-        entries = self.blocks(config)
-        return sum(e[0] for e in entries), sum(e[1] for e in entries), sum(e[2] for e in entries)
+        return _totals(self.blocks(config))
 
     def explain(self, config: WidthConfig) -> Prediction:
         entries = self.blocks(config)
-        total, mb, fallback = sum(e[0] for e in entries), sum(e[1] for e in entries), sum(e[2] for e in entries)
+        total, mb, fallback = _totals(entries)
         if config.id in self.whole_ms:
             source = "uniform" if config.id in self.uniform_ids else "whole"
             return Prediction(config.id, self.whole_ms[config.id], source, total, mb, fallback)
@@ -365,6 +364,11 @@ class LatencyTable:
         errors = [m.loo_error for m in models if not math.isnan(m.loo_error)]
         return {"regressed_groups": len(models),
                 "group_loo_error_pct": round(100 * max(errors), 1) if errors else ""}
+
+
+def _totals(entries: Sequence[tuple[float, float, bool]]) -> tuple[float, float, int]:
+    """(Σ ms, Σ weight MB, how many were predicted by the regression) of ``block_entry`` results."""
+    return sum(e[0] for e in entries), sum(e[1] for e in entries), sum(e[2] for e in entries)
 
 
 def table_path(run_dir: str | os.PathLike, device: str, precision: str | None = None) -> Path:
