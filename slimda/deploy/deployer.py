@@ -27,7 +27,15 @@ from typing import TYPE_CHECKING
 import torch
 
 from slimda.console import one_torch_thread, progress_bar, say
-from slimda.deploy.outputs import REPORT_COLUMNS, REPORT_NAME, append_report, latency_record, report_row, staging
+from slimda.deploy.outputs import (
+    REPORT_COLUMNS,
+    REPORT_NAME,
+    append_report,
+    latency_record,
+    report_row,
+    round_or_none,
+    staging,
+)
 from slimda.deploy.precision import (
     FP32_NAME,
     Candidate,
@@ -240,11 +248,12 @@ class Deployer:
                     config = self.bank.space.from_id(config_id)
                     candidates.append(self.quantized.candidate(config, device.int8_activations, input_shape,
                                                                device.default_opset,
-                                                               _round(predict(config)) if predict else None))
+                                                               round_or_none(predict(config)) if predict else None))
             else:
                 score = self.scorer.score(result.best)
-                candidates.append(Candidate(result.best, precision, _round(predict(result.best)) if predict else None,
-                                            score.upem, score.upem, target_acc=score.target_acc))
+                predicted = round_or_none(predict(result.best)) if predict else None
+                candidates.append(Candidate(result.best, precision, predicted, score.upem, score.upem,
+                                            target_acc=score.target_acc))
         if not results:
             raise InfeasibleBudget("; ".join(infeasible))
         winner = choose(candidates, self.options.int8.agreement)
@@ -306,8 +315,8 @@ class Deployer:
                 measured = measure(exported, device, popts, table) if self.options.measure else None
                 predicted = chosen.predicted_ms
                 latency_limit = limits[precision]
-                attempts.append(Attempt(attempt + 1, config.id, _round(predicted), _round(latency_limit),
-                                        _round(measured.latency_ms if measured else None), precision))
+                attempts.append(Attempt(attempt + 1, config.id, round_or_none(predicted), round_or_none(latency_limit),
+                                        round_or_none(measured.latency_ms if measured else None), precision))
                 over = budgets.latency_met(measured.latency_ms if measured else None, tolerance) is False
                 last = attempt == self.options.retries or not over
                 if not last and config.id == self.bank.space.smallest().id:
@@ -430,10 +439,6 @@ def deploy_fleet(deployer: Deployer, devices: Sequence[str], budgets: Budgets,
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-def _round(value: float | None, digits: int = 6) -> float | None:
-    return None if value is None else round(float(value), digits)
-
 
 def _artefact_record(exported: ExportResult, opset: int) -> ArtefactRecord:
     art = exported.artifact

@@ -52,13 +52,15 @@ def latency_record(budgets: Budgets, measured: TableScaleLatency | None, predict
     """Predicted vs measured latency, and the budget's verdict on the measurement (``Budgets.latency_met``)."""
     raw = measured.measurement if measured else None
     return LatencyRecord(
-        _round(predicted), _round(measured.latency_ms if measured else None), _round(raw.stats.p50 if raw else None),
-        _round(raw.stats.p90 if raw else None), measured.method if measured else None,
-        _round(measured.device_speed if measured else None, 4), raw.to_row() if raw else None,
+        round_or_none(predicted), round_or_none(measured.latency_ms if measured else None),
+        round_or_none(raw.stats.p50 if raw else None), round_or_none(raw.stats.p90 if raw else None),
+        measured.method if measured else None,
+        round_or_none(measured.device_speed if measured else None, 4), raw.to_row() if raw else None,
         budgets.latency_met(measured.latency_ms if measured else None, tolerance), tolerance)
 
 
-def _round(value: float | None, digits: int = 6) -> float | None:
+def round_or_none(value: float | None, digits: int = 6) -> float | None:
+    """``value`` rounded to ``digits``, None kept (the manifest's and report's numbers)."""
     return None if value is None else round(float(value), digits)
 
 

@@ -208,16 +208,18 @@ class LatencyTable:
         self.fit_ids = {str(r["config_id"]) for r in self.rows if r["entry_kind"] == "whole"}
         self._groups: dict[str, GroupModel | None] = {}
         self._memo: dict[str, tuple[float, float, bool]] = {}
-        self._complete: dict[str, bool] = {}
+        self._complete: dict[str, bool] = {}  # slot name: every key it can take was timed
+        self._choices: dict[str, set[int]] | None = None  # site: its widths (from the uniform networks)
         stored = [r for r in self.rows if r["entry_kind"] == "correction" and r["status"] == "ok"]
-        slots = tuple(float(v) for v in str(stored[-1]["coef_slots"] or "").split()) if stored else ()
-        if stored and len(slots) in (0, len(self.plan.slots)):
+        slots = tuple(_float(v) for v in str(stored[-1]["coef_slots"] or "").split()) if stored else ()
+        if stored and None not in slots and len(slots) in (0, len(self.plan.slots)):
             r = stored[-1]
             self.correction = Correction(float(r["coef_a"]), float(r["coef_b_ms"]),  # type: ignore[arg-type]
                                          _float(r["coef_c_ms_per_mb"]) or 0.0, str(r["entry_key"]),
                                          d=_float(r["coef_d_ms_per_mb_spilled"]) or 0.0,
-                                         knee_mb=_float(r["spill_knee_mb"]) or 0.0, slot_coef=slots)
-        else:  # none stored, or stored for another plan's slots
+                                         knee_mb=_float(r["spill_knee_mb"]) or 0.0,
+                                         slot_coef=slots)  # type: ignore[arg-type]
+        else:  # none stored, or stored for another plan's slots (or unreadable)
             self.correction = self.fit_correction()
 
     # -- persistence
@@ -249,9 +251,13 @@ class LatencyTable:
                 self._memo[key] = (model.predict(slot.channels(widths)), mb, True)
         return self._memo[key]
 
+    def _group_points(self, group: str, left_out: set[str] | frozenset[str] = frozenset()) -> list[tuple]:
+        """(channels, ms) of the group's timed keys, but ``left_out``."""
+        return [(key_channels(k), v) for k, v in self.block_ms.items() if key_group(k) == group and k not in left_out]
+
     def _group_model(self, group: str) -> GroupModel | None:
         if group not in self._groups:
-            points = [(key_channels(k), v) for k, v in self.block_ms.items() if key_group(k) == group]
+            points = self._group_points(group)
             self._groups[group] = GroupModel(*zip(*points)) if points else None  # type: ignore[call-arg]
         return self._groups[group]
 
@@ -320,8 +326,7 @@ class LatencyTable:
 
     def _predict_without(self, slot: BlockSlot, config: WidthConfig, left_out: set[str]) -> float:
         full = self._group_model(slot.group)
-        points = [(key_channels(k), v) for k, v in self.block_ms.items()
-                  if key_group(k) == slot.group and k not in left_out]
+        points = self._group_points(slot.group, left_out)
         if full is None or len(points) < 2:
             return self.block_ms[slot.key(config.as_dict())]
         return GroupModel(*zip(*points), pads=full.pads).predict(slot.channels(config.as_dict()))  # type: ignore[misc]
@@ -329,12 +334,13 @@ class LatencyTable:
     def _all_keys_timed(self, slot: BlockSlot) -> bool:
         """Whether every key the slot can take is in the table (a build enumerates the slots with few)."""
         if slot.name not in self._complete:
-            choices: dict[str, set[int]] = {}
-            for config_id in self.uniform_ids:  # the uniform widths hold every choice of every site
-                for site, width in self.config(config_id).as_dict().items():
-                    choices.setdefault(site, set()).add(width)
+            if self._choices is None:
+                self._choices = {}
+                for config_id in self.uniform_ids:  # the uniform widths hold every choice of every site
+                    for site, width in self.config(config_id).as_dict().items():
+                        self._choices.setdefault(site, set()).add(width)
             sites = sorted({c.site for c in (slot.cin, slot.mid, slot.cout) if c.site})
-            options = [sorted(choices.get(site, ())) for site in sites]
+            options = [sorted(self._choices.get(site, ())) for site in sites]
             self._complete[slot.name] = math.prod(map(len, options)) <= 4096 and all(
                 slot.key(dict(zip(sites, combo))) in self.block_ms for combo in itertools.product(*options))
         return self._complete[slot.name]
