@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from slimda.data.loading import cpu_count
-from slimda.data.sample_photos import make_photo_domains
+from slimda.data.sample_domains import make_photo_domains
 from slimda.tables import print_table, write_csv_atomic
 from slimda.train.config import TrainConfig
 from slimda.train.data import TrainingData

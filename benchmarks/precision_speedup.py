@@ -26,7 +26,7 @@ import torch
 
 from slimda.data.domains import harmonise, load_domain
 from slimda.data.loading import cpu_count
-from slimda.data.sample_photos import make_photo_domains
+from slimda.data.sample_domains import make_photo_domains
 from slimda.export.onnx_export import export_onnx
 from slimda.export.quantize import ACTIVATIONS, TargetCalibrationReader, quantize_qdq
 from slimda.model.bank import ModelBank

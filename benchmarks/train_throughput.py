@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from slimda.data.loading import cpu_count, default_threads
-from slimda.data.sample_photos import make_photo_domains
+from slimda.data.sample_domains import make_photo_domains
 from slimda.tables import print_table, write_csv_atomic
 from slimda.train.config import TrainConfig
 from slimda.train.trainer import Trainer, sandwich_configs

@@ -35,7 +35,7 @@ def rng_seed() -> int:
 @pytest.fixture(scope="session")
 def photo_domains(tmp_path_factory):
     """Two labelled JPEG photo domains (source, target) made from scikit-learn's sample photos."""
-    from slimda.data.sample_photos import make_photo_domains
+    from slimda.data.sample_domains import make_photo_domains
 
     return make_photo_domains(tmp_path_factory.mktemp("photos"))
 

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from conftest import training_killed_at
+from slimda.data.sample_domains import make_photo_domains
 from slimda.errors import ConfigError, DataError, SlimdaError
 from slimda.model.bank import ModelBank, load_bank
 from slimda.select.upem import DISTANCES, upem
@@ -345,11 +346,6 @@ def test_per_model_backward_gives_the_joint_steps_weights(labeled, seed):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_amp_step_of_a_resnet50_bank_is_finite(tmp_path):
-    import sys as _sys
-
-    _sys.path.insert(0, str(Path(__file__).parent))
-    from conftest import make_photo_domains
-
     source, target = make_photo_domains(tmp_path, per_class=8)
     cfg = TrainConfig(source=str(source), target=str(target), arch="resnet50", batch_size=8, model_batch=4,
                       iters=2, resolution=224, device="cuda", amp="auto", workers=2)

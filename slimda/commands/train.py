@@ -26,7 +26,7 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from slimda.data.preprocessing import AUGMENTS
+    from slimda.data.preprocessing import AUGMENTS, PHOTO_MIN_SIDE, PREPROCESSES
     from slimda.model.heads import HEADS
     from slimda.select.upem import DISTANCES
     from slimda.train.config import AMP_MODES, BACKWARD_MODES, LR_SCHEDULES
@@ -69,10 +69,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--seed", type=int, help="random seed (default: 0)")
     add("--device", help="cpu, cuda, cuda:N or auto (default: auto)")
     add("--resolution", type=int, help="square input size (default: the larger native size; 224 for ImageNet nets). "
-        "Photos are resized by their shorter side to resolution/0.875 and cropped to it")
+        "Under the photo recipe images are resized by their shorter side to resolution/0.875 and cropped to it")
+    add("--preprocess", choices=PREPROCESSES,
+        help="how images become the model's input: plain (resized straight to the input size: digits, icons, "
+        "objects that reach the border) or photo (shorter side resized to resolution/0.875, centre crop; training "
+        f"random crop + flip); auto: photo when both domains' images are at least {PHOTO_MIN_SIDE} px on their "
+        "shorter side, plain when both are smaller, and when only one is, photo with --init only. The choice and "
+        "its reason go into config.json (default: auto)")
     add("--augment", choices=AUGMENTS,
         help="training augmentation: crop-flip (random crop + horizontal flip, as SymNets trains), resized-crop-flip "
-        "(RandomResizedCrop + flip) or none; auto: crop-flip for photo folders, none for the digits (default: auto)")
+        "(RandomResizedCrop + flip) or none; auto: crop-flip under the photo recipe, none under plain (a flip can "
+        "change a digit's class) (default: auto)")
 
     speed = parser.add_argument_group("speed")
     speed.add_argument("--workers", type=int, metavar="N",
@@ -118,6 +125,8 @@ def resolve_config(args: argparse.Namespace):
     if not path.exists():
         raise SlimdaError(f"nothing to resume in {args.out}: it has no config.json")
     saved = json.loads(path.read_text())
+    if "preprocess" not in saved:  # a run from before --preprocess continues with the recipe it was trained on
+        saved["preprocess"] = "photo" if (saved.get("preprocessing") or {}).get("resize") else "plain"
     saved = {k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__}
     differ = {k: (saved.get(k), v) for k, v in given.items() if k not in RESUMABLE_CHANGES and saved.get(k) != v}
     if differ:

@@ -28,7 +28,14 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from slimda.data.images import FolderDataset, build_cache, load_rgb_or_grey, probe
-from slimda.data.preprocessing import GREY_MEAN_STD, IMAGENET_MEAN_STD, Preprocessing, photo_resize
+from slimda.data.preprocessing import (
+    GREY_MEAN_STD,
+    IMAGENET_MEAN_STD,
+    Preprocessing,
+    RecipeChoice,
+    choose_recipe,
+    photo_resize,
+)
 from slimda.errors import ConfigError, DataError
 
 BUILTIN_DOMAINS: tuple[str, ...] = ("mnist", "digits")
@@ -55,6 +62,11 @@ class Domain:
     @property
     def has_labels(self) -> bool:
         return self.class_names is not None
+
+    @property
+    def shorter_side(self) -> int:
+        """The images' native shorter side in pixels (for folders, the median of a sample of file headers)."""
+        return min(self.native_size)
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -170,6 +182,21 @@ class _FolderDomain(Domain):
         self.class_names = class_names
         self.channels, self.native_size = probe(files[0])  # of the first image; others may differ
         self._cache: tuple[Preprocessing, list[torch.Tensor]] | None = None
+
+    @functools.cached_property
+    def shorter_side(self) -> int:
+        # headers only, of up to 16 files spread over the folder: one odd thumbnail does not decide the recipe,
+        # and one unreadable file is left to the pass that reads it, which names it with the item it belongs to
+        picks = np.unique(np.linspace(0, len(self._files) - 1, num=min(16, len(self._files))).round().astype(int))
+        sides, error = [], None
+        for i in picks:
+            try:
+                sides.append(min(probe(self._files[i])[1]))
+            except DataError as e:
+                error = e
+        if not sides:
+            raise error
+        return int(np.median(sides))
 
     def __len__(self) -> int:
         return len(self._files)
@@ -294,14 +321,20 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+def builtin_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A built-in domain's images (uint8 [N, 28, 28], read-only) and labels (int64 [N])."""
+    if name not in BUILTIN_DOMAINS:
+        raise ConfigError(f"unknown built-in domain {name!r}: built-in domains are {', '.join(BUILTIN_DOMAINS)}")
+    return _mnist_arrays() if name == "mnist" else _digits_arrays()
+
+
 def load_domain(spec: str) -> Domain:
     """A built-in domain name (``mnist``, ``digits``) or a path to an image folder.
 
     Built-in names win over a folder of the same name in the working directory: write ``./mnist`` for that.
     """
     if spec in BUILTIN_DOMAINS:
-        images, labels = _mnist_arrays() if spec == "mnist" else _digits_arrays()
-        return _ArrayDomain(spec, images, labels)
+        return _ArrayDomain(spec, *builtin_arrays(spec))
     path = Path(spec).expanduser()
     if not path.exists() and re.fullmatch(r"[A-Za-z0-9_-]*", spec):
         raise ConfigError(
@@ -312,15 +345,16 @@ def load_domain(spec: str) -> Domain:
 
 
 def harmonise(source: Domain, target: Domain, size: tuple[int, int] | int | None = None,
-              backbone: Any = None) -> Preprocessing:
+              backbone: Any = None, preprocess: str | RecipeChoice = "auto", init: bool = False) -> Preprocessing:
     """One preprocessing for both domains.
 
     Channels: 1 if both domains are grey, else 3 (grey images are repeated to RGB). Size: ``size`` if given
     (an int means square), else the element-wise maximum of the two native sizes, so neither domain is
     downsampled. Normalisation: the ``backbone``'s registered mean/std (a ``BackboneCfg``) when it takes that
     many channels, else (0.5,)/(0.5,) for grey and ImageNet mean/std for RGB (what pretrained backbones expect).
-    Photos (both domains colour image folders) are resized by their shorter side to ``size / 0.875`` and
-    centre-cropped to ``size``, so their aspect ratio is kept; digits are resized straight to ``size``.
+    Recipe (``preprocess``, or a choice :func:`recipe_for` made): ``photo`` resizes the shorter side to
+    ``size / 0.875`` and centre-crops ``size``, keeping the aspect ratio; ``plain`` resizes straight to ``size``.
+    ``auto`` decides by the images' native size, never by their channels (``choose_recipe``).
     """
     if size is None:
         hw = (
@@ -335,9 +369,14 @@ def harmonise(source: Domain, target: Domain, size: tuple[int, int] | int | None
     mean, std = GREY_MEAN_STD if channels == 1 else IMAGENET_MEAN_STD
     if backbone is not None and backbone.in_channels == channels:
         mean, std = backbone.mean, backbone.std
-    photos = channels == 3 and not (source.in_memory or target.in_memory)
+    choice = preprocess if isinstance(preprocess, RecipeChoice) else recipe_for(source, target, preprocess, init)
     return Preprocessing(size=hw, channels=channels, mean=mean, std=std,
-                         resize=photo_resize(max(hw)) if photos else None)
+                         resize=photo_resize(max(hw)) if choice.kind == "photo" else None)
+
+
+def recipe_for(source: Domain, target: Domain, preprocess: str = "auto", init: bool = False) -> RecipeChoice:
+    """``--preprocess`` decided for a domain pair by their images' native shorter sides (``choose_recipe``)."""
+    return choose_recipe(preprocess, source.shorter_side, target.shorter_side, init)
 
 
 def check_class_sets(source: Domain, target: Domain) -> None:

@@ -17,8 +17,18 @@ GREY_MEAN_STD = ((0.5,), (0.5,))
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
-# Training augmentations (``Preprocessing.transform``); auto: crop-flip for photos, none for digits.
+# Training augmentations (``Preprocessing.transform``); auto: crop-flip for photos, none for plain recipes.
 AUGMENTS: tuple[str, ...] = ("auto", "crop-flip", "resized-crop-flip", "none")
+
+# How images become a model's input (``--preprocess``): ``plain`` resizes straight to the input size (digits,
+# icons, anything whose object fills the frame to its border); ``photo`` resizes the shorter side and crops.
+PREPROCESSES: tuple[str, ...] = ("auto", "plain", "photo")
+
+# ``auto`` treats images as photos from this shorter side up. Below it the field trains with a plain resize
+# and no flip (TLlib's digits: MNIST/USPS/SVHN at 28-32 px), because a crop of a small image cuts strokes at
+# its border and a flip turns a 2 or a 7 into something else; Office/VisDA photos (300 px and more) get
+# resize, crop and flip.
+PHOTO_MIN_SIDE = 64
 
 # Photos are resized so that a centre crop keeps 87.5 % of the shorter side (256 -> 224, as torchvision's
 # ImageNet evaluation and SymNets' reference code do).
@@ -39,9 +49,9 @@ def shorter_side_size(height: int, width: int, shorter: int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """What a model needs to be fed: input size (H, W), channels and normalisation, and for photos the
-    shorter side they are resized to before a centre crop of ``size`` (``resize``; None: resized straight
-    to ``size``, as the digit domains are).
+    """What a model needs to be fed: input size (H, W), channels and normalisation, and under the photo recipe
+    the shorter side images are resized to before a centre crop of ``size`` (``resize``; None: the plain
+    recipe, resized straight to ``size``). Which recipe a run uses is ``choose_recipe``'s decision.
 
     Stored in ``bank.pt`` and deployment manifests, so it round-trips through JSON (:meth:`to_dict`).
     """
@@ -71,7 +81,7 @@ class Preprocessing:
 
     @property
     def is_photo(self) -> bool:
-        """Resized by the shorter side and centre-cropped (photos), rather than resized to ``size`` (digits)."""
+        """The photo recipe (shorter side resized, centre crop), rather than the plain one (resized to ``size``)."""
         return self.resize is not None
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,9 +161,45 @@ class Preprocessing:
         return steps
 
 
+@dataclass(frozen=True)
+class RecipeChoice:
+    """``--preprocess`` decided: ``kind`` (plain or photo) and, for ``config.json``, why."""
+
+    kind: str
+    reason: str
+
+
+def choose_recipe(preprocess: str, source_side: int, target_side: int, init: bool = False) -> RecipeChoice:
+    """``--preprocess``'s value with ``auto`` decided from the domains' native shorter sides (px).
+
+    ``auto``: photo when both domains' images are at least ``PHOTO_MIN_SIDE`` px on their shorter side, plain
+    when both are smaller; when one is and the other is not, photo only with ``--init`` (pretrained weights
+    learnt from photos under that recipe). The channel count never decides: colour digits are still digits.
+    """
+    if preprocess not in PREPROCESSES:
+        raise ConfigError(f"unknown preprocess {preprocess!r}; choose one of {', '.join(PREPROCESSES)}")
+    sides = f"shorter side: source {source_side} px, target {target_side} px"
+    if preprocess != "auto":
+        return RecipeChoice(preprocess, f"--preprocess {preprocess} given ({sides})")
+    large = [side >= PHOTO_MIN_SIDE for side in (source_side, target_side)]
+    if all(large):
+        return RecipeChoice("photo", f"both domains' images are photo-sized ({sides}, at least {PHOTO_MIN_SIDE}): "
+                                     "resize the shorter side and centre-crop, train with crop and flip")
+    if not any(large):
+        return RecipeChoice("plain", f"both domains' images are small ({sides}, under {PHOTO_MIN_SIDE}): a crop "
+                                     "would cut the object at the border and a flip can change a digit's class, "
+                                     "so resize straight to the input size, no crop, no flip")
+    if init:
+        return RecipeChoice("photo", f"one domain is photo-sized and one small ({sides}) and --init brings "
+                                     "weights pretrained on photos: photo recipe")
+    return RecipeChoice("plain", f"one domain is photo-sized and one small ({sides}) and there is no --init: "
+                                 "plain recipe, which never cuts the small domain's objects")
+
+
 def resolve_augment(augment: str, prep: Preprocessing) -> str:
-    """``--augment``'s value with ``auto`` decided: crop-flip for photos (SymNets' reference), none for digits
-    (whose runs keep the pipeline they were measured with)."""
+    """``--augment``'s value with ``auto`` decided: crop-flip for the photo recipe (SymNets' reference), none
+    for the plain one (a flip can change a digit's class; a crop has nothing to take from an image resized
+    straight to the input size)."""
     if augment not in AUGMENTS:
         raise ConfigError(f"unknown augment {augment!r}; choose one of {', '.join(AUGMENTS)}")
     if augment == "auto":

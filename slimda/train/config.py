@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from slimda.data.preprocessing import AUGMENTS
+from slimda.data.preprocessing import AUGMENTS, PREPROCESSES
 from slimda.errors import ConfigError
 from slimda.model.heads import HEADS
 from slimda.model.space import parse_ratios
@@ -66,7 +66,10 @@ class TrainConfig:
     # The backbone's learning rate as a multiple of the heads' (None: 0.1 with --init, as SymNets trains
     # ImageNet-pretrained layers, 1 without).
     backbone_lr_mult: float | None = None
-    augment: str = "auto"  # training augmentation; auto: crop-flip for photo folders, none for digits
+    # plain (resize to the input size) or photo (resize the shorter side, centre crop); auto: by the images'
+    # native size (slimda.data.preprocessing.choose_recipe)
+    preprocess: str = "auto"
+    augment: str = "auto"  # training augmentation; auto: crop-flip under the photo recipe, none under plain
     workers: int | None = None  # DataLoader worker processes (None: from the core count and the data)
     cache_images: bool = False  # keep decoded, resized uint8 images in memory
     threads: int | None = None  # torch's intra-op threads (None: half the cores, so a shared host does not collapse)
@@ -81,7 +84,7 @@ class TrainConfig:
 
         choices = {"objective": objective_names(), "seed_confidence": CONFIDENCES, "test_head": HEADS,
                    "lr_schedule": LR_SCHEDULES, "arch": tuple(list_backbones()), "eval_distance": DISTANCES,
-                   "augment": AUGMENTS, "amp": AMP_MODES, "backward": BACKWARD_MODES}
+                   "augment": AUGMENTS, "preprocess": PREPROCESSES, "amp": AMP_MODES, "backward": BACKWARD_MODES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"unknown {name.replace('_', '-')} {getattr(self, name)!r}; "

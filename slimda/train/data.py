@@ -43,7 +43,8 @@ class TrainingData:
             raise SlimdaError(f"target domain {target.name} has no images")
         arch = backbone_cfg(cfg.arch)
         size = cfg.resolution if cfg.resolution is not None or arch.data_sized else arch.input_size
-        self.prep = data.harmonise(source, target, size, arch)
+        self.recipe = data.recipe_for(source, target, cfg.preprocess, init=bool(cfg.init))
+        self.prep = data.harmonise(source, target, size, arch, self.recipe)
         self.augment = resolve_augment(cfg.augment, self.prep)
         in_memory = source.in_memory and target.in_memory
         self.workers = (cfg.workers if cfg.workers is not None else

@@ -348,6 +348,7 @@ class Trainer:
     def resolved_config(self) -> dict:
         amp = str(self.amp_dtype).replace("torch.", "") if self.amp_dtype is not None else "off"
         return {**self.cfg.to_dict(), "device_used": str(self.device), "world_size": self.world,
+                "preprocess_used": self.data.recipe.kind, "preprocess_reason": self.data.recipe.reason,
                 "augment_used": self.data.augment, "amp_used": amp, "workers_used": self.data.workers,
                 "threads_used": torch.get_num_threads(),
                 "source_resolved": self.data.source_name, "target_resolved": self.data.target_name,
