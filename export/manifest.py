@@ -35,6 +35,7 @@ MANIFEST_KEYS: tuple[str, ...] = (
     # latency: predicted by the table, re-measured on the device, and the verdict (with its tolerance)
     "predicted_latency_ms", "measured_latency_ms", "measured_latency_ms_raw", "measured_latency_ms_p90",
     "measurement_method", "device_speed_vs_table", "measurement", "within_budget", "latency_tolerance",
+    "timed_file", "timed_sha256",  # the file that was timed: the artefact that ships
     "upem", "upem_distance", "target_acc", "target_acc_note", "flops_m", "params_m", "head",
     # precision: what it runs in, how it was quantized, and the finalists of the width x precision search
     "precision", "upem_fp32", "quantization", "precision_candidates",
@@ -48,7 +49,8 @@ MANIFEST_KEYS: tuple[str, ...] = (
 )
 
 # Keys that manifests of older slimda versions lack; they read back with their defaults.
-_ADDED_LATER = frozenset({"latency_tolerance", "preprocess", "resize", "precision", "upem_fp32", "quantization",
+_ADDED_LATER = frozenset({"latency_tolerance", "timed_file", "timed_sha256", "preprocess", "resize", "precision",
+                          "upem_fp32", "quantization",
                           "precision_candidates", "dynamic_batch", "latency_batch"})
 
 # Keys every manifest holds; tests and fleet tools rely on them.
@@ -121,20 +123,25 @@ class LatencyRecord:
     measurement: Mapping[str, object] | None  # the raw measurement row (profilers' ROW_COLUMNS)
     within_budget: bool | None  # None: no latency budget, or not measured
     tolerance: float  # share the measured latency may exceed the budget by and still be within it
+    timed_file: str | None = None  # the file the device loaded and timed, and its SHA-256: the shipped
+    timed_sha256: str | None = None  # artefact's, except where the note in ``measurement`` says otherwise
 
     def to_dict(self) -> dict[str, object]:
         return {"predicted_latency_ms": self.predicted_ms, "measured_latency_ms": self.measured_ms,
                 "measured_latency_ms_raw": self.measured_ms_raw, "measured_latency_ms_p90": self.measured_ms_p90,
                 "measurement_method": self.method, "device_speed_vs_table": self.device_speed_vs_table,
                 "measurement": None if self.measurement is None else dict(self.measurement),
-                "within_budget": self.within_budget, "latency_tolerance": self.tolerance}
+                "within_budget": self.within_budget, "latency_tolerance": self.tolerance,
+                "timed_file": self.timed_file, "timed_sha256": self.timed_sha256}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, object]) -> LatencyRecord:
-        """Manifests written before ``latency_tolerance`` existed used none (0)."""
+        """Manifests written before ``latency_tolerance`` existed used none (0); before ``timed_sha256``, the
+        timed file went unrecorded."""
         return cls(d["predicted_latency_ms"], d["measured_latency_ms"], d["measured_latency_ms_raw"],  # type: ignore[arg-type]
                    d["measured_latency_ms_p90"], d["measurement_method"], d["device_speed_vs_table"],  # type: ignore[arg-type]
-                   d["measurement"], d["within_budget"], float(d.get("latency_tolerance") or 0.0))  # type: ignore[arg-type]
+                   d["measurement"], d["within_budget"], float(d.get("latency_tolerance") or 0.0),  # type: ignore[arg-type]
+                   d.get("timed_file"), d.get("timed_sha256"))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from torch import nn
 
 from slimda.errors import SlimdaError
 from slimda.export.manifest import BATCH_AXIS
+from slimda.tables import atomic_output
 
 CURRENT_OPSET = 18
 TENSORRT_8_2_OPSET = 13
@@ -47,13 +48,12 @@ def export_onnx(
     if exporter not in ("torchscript", "dynamo"):
         raise SlimdaError(f"unknown ONNX exporter {exporter!r}; use 'torchscript', 'dynamo' or 'auto'")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.onnx")
     was_training = net.training
     net.eval()
     chatter = io.StringIO()
     try:
-        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
+        with atomic_output(path) as tmp, torch.no_grad(), warnings.catch_warnings(), \
+                contextlib.redirect_stdout(chatter):
             warnings.simplefilter("ignore")  # deprecation notices of the TorchScript exporter
             torch.onnx.export(
                 net,
@@ -66,14 +66,11 @@ def export_onnx(
                 external_data=False,
                 **(_dynamic_batch_arguments(exporter) if dynamic_batch else {}),
             )
-        model = onnx.load(str(tmp))
-        onnx.checker.check_model(model, full_check=True)
-        os.replace(tmp, path)
+            onnx.checker.check_model(onnx.load(str(tmp)), full_check=True)
     except Exception as err:
         log = chatter.getvalue()[-2000:]
         raise SlimdaError(f"ONNX export at opset {opset} ({exporter}) failed: {err}\n{log}") from err
     finally:
-        tmp.unlink(missing_ok=True)
         net.train(was_training)
     return path
 

@@ -37,24 +37,36 @@ class TargetCalibrationReader:
     It records what it fed (``fed_indices`` and the SHA-256 of every array), for the manifest and for tests.
     """
 
-    def __init__(self, dataset: Dataset, indices: Sequence[int], input_name: str = "input") -> None:
+    def __init__(self, dataset: Dataset, indices: Sequence[int], input_name: str = "input", batch: int = 1) -> None:
         if not indices:
             raise ConfigError("calibration needs at least one target image")
-        self.dataset, self.indices, self.input_name = dataset, list(indices), input_name
+        if batch < 1:
+            raise ConfigError(f"calibration batch must be at least 1, got {batch}")
+        self.dataset, self.indices, self.input_name, self.batch = dataset, list(indices), input_name, batch
         self.fed_indices: list[int] = []
         self.fed_sha256: list[str] = []
-        self._iterator: Iterator[int] | None = None
+        self._iterator: Iterator[list[int]] | None = None
+
+    def _batches(self) -> Iterator[list[int]]:
+        """The indices in groups of ``batch`` (a model exported with a fixed batch takes nothing else); the
+        last group is filled up from the start of the list, so every image fed is a calibration image."""
+        for start in range(0, len(self.indices), self.batch):
+            group = self.indices[start:start + self.batch]
+            fill = self.batch - len(group)
+            yield group + [self.indices[i % len(self.indices)] for i in range(fill)]
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self._iterator is None:
-            self._iterator = iter(self.indices)
-        index = next(self._iterator, None)
-        if index is None:
+            self._iterator = self._batches()
+        group = next(self._iterator, None)
+        if group is None:
             return None
-        x = self.dataset[index][0].unsqueeze(0).numpy().astype(np.float32)
-        self.fed_indices.append(index)
-        self.fed_sha256.append(hashlib.sha256(x.tobytes()).hexdigest())
-        return {self.input_name: x}
+        images = [self.dataset[index][0].numpy().astype(np.float32) for index in group]
+        for index, x in zip(group, images):
+            if len(self.fed_indices) < len(self.indices):  # each image once, however often a batch repeats it
+                self.fed_indices.append(index)
+                self.fed_sha256.append(hashlib.sha256(x[None].tobytes()).hexdigest())
+        return {self.input_name: np.stack(images)}
 
     def rewind(self) -> None:
         self._iterator = None
@@ -88,7 +100,7 @@ def split_calibration(count: int, calibration: int, scored: Sequence[int], seed:
     if len(free) < calibration:
         raise ConfigError(f"int8 calibration needs {calibration} target images that are not used for scoring, "
                           f"but the target has {count} images and {len(taken)} score sub-networks: add target "
-                          f"images, lower --calibration-count, or score on fewer (--score-images)")
+                          f"images, calibrate on fewer (--int8-images), or score on fewer (--score-images)")
     rng = np.random.default_rng(seed)
     return sorted(int(i) for i in rng.choice(free, size=calibration, replace=False))
 
@@ -158,8 +170,8 @@ def quantize_for_timing(onnx_path: str | os.PathLike, input_shape: Sequence[int]
     fp32 = onnx_path.with_name(f"{onnx_path.stem}.fp32.onnx")
     os.replace(onnx_path, fp32)
     data = SyntheticInputs(input_shape[1:])
-    try:
-        quantize_qdq(fp32, onnx_path, TargetCalibrationReader(data, list(range(len(data)))),
+    try:  # fed at the model's batch: a table timed at batch N exports every block with a fixed batch N
+        quantize_qdq(fp32, onnx_path, TargetCalibrationReader(data, list(range(len(data))), batch=int(input_shape[0])),
                      activations=activations)
     finally:
         fp32.unlink(missing_ok=True)

@@ -49,6 +49,9 @@ class Measurement:
     stats: LatencyStats
     measured_at: str = field(default_factory=lambda: now_iso())
     notes: str = ""
+    # the file the runtime loaded and timed, when a deployment's artefact was measured (``timed_fields``)
+    timed_file: str = ""
+    timed_sha256: str = ""
 
     def to_row(self) -> dict[str, object]:
         """Flat CSV row with the columns of ``ROW_COLUMNS`` (latencies in ms)."""
@@ -89,6 +92,22 @@ class PairedMeasurement:
     def to_row(self) -> dict[str, object]:
         return {**self.measurement.to_row(), "reference_ms": _num(self.reference_ms),
                 "vs_reference": _num(self.vs_reference)}
+
+
+def timed_fields(path: Path | None) -> dict[str, str]:
+    """The ``Measurement`` fields naming the file a runtime timed (none when no artefact was asked for)."""
+    if path is None:
+        return {}
+    from slimda.tables import sha256_file
+
+    return {"timed_file": path.name, "timed_sha256": sha256_file(path)}
+
+
+def check_artifact_kind(artifact: Artifact | None, kinds: tuple[str, ...], backend: str) -> None:
+    """Refuse an artefact this runtime does not load (a wrong pairing of device and folder)."""
+    if artifact is not None and artifact.kind not in kinds:
+        raise ConfigError(f"the {backend} backend loads {' or '.join(kinds)} artefacts, not {artifact.kind} "
+                          f"({artifact.path.name})")
 
 
 def _num(value: float | None) -> object:
@@ -180,16 +199,23 @@ class Backend(ABC):
         return None  # nothing to check by default
 
     @abstractmethod
-    def measure(self, path: Path, device: DeviceProfile, options: MeasureOptions) -> Measurement:
-        """Time ``path`` once (warm-up, loop, statistics); raises on failure."""
+    def measure(self, path: Path, device: DeviceProfile, options: MeasureOptions,
+                artifact: Artifact | None = None) -> Measurement:
+        """Time ``path`` once (warm-up, loop, statistics); raises on failure.
+
+        With ``artifact`` (what ``build_artifact`` made from ``path`` and a deployment ships), the runtime
+        loads and times that file instead, and the measurement records its name and SHA-256 (``timed_fields``);
+        ``path`` still describes the model's inputs and precision.
+        """
 
     def can_pair(self, device: DeviceProfile, options: MeasureOptions) -> bool:
         """Whether ``measure_paired`` works: slimda drives the runtime run by run, here or over ssh."""
         return False
 
-    def measure_paired(self, path: Path, reference: Path, device: DeviceProfile,
-                       options: MeasureOptions) -> PairedMeasurement:
-        """Time ``path`` in alternating chunks with ``reference``; only called where ``can_pair``."""
+    def measure_paired(self, path: Path, reference: Path, device: DeviceProfile, options: MeasureOptions,
+                       artifact: Artifact | None = None) -> PairedMeasurement:
+        """Time ``path`` (or ``artifact``, as ``measure``) in alternating chunks with ``reference``; only
+        called where ``can_pair``."""
         raise ConfigError(f"{device.name} cannot time two models in turn with the {self.name} backend")
 
     def build_artifact(self, onnx_path: Path, device: DeviceProfile, out_dir: Path, options: MeasureOptions,
@@ -227,20 +253,23 @@ class LocalBackend(Backend):
             raise ConfigError(f"--adb is for the ort-mobile device, not {device.name}")
 
     @abstractmethod
-    def open_local(self, path: Path, device: DeviceProfile, options: MeasureOptions) -> LocalModel:
-        """Load ``path`` in this runtime with the device's threads and precision."""
+    def open_local(self, path: Path, device: DeviceProfile, options: MeasureOptions,
+                   artifact: Artifact | None = None) -> LocalModel:
+        """Load ``path`` (or its ``artifact``, see ``Backend.measure``) in this runtime with the device's
+        threads and precision."""
 
-    def measure(self, path: Path, device: DeviceProfile, options: MeasureOptions) -> Measurement:
-        model = self.open_local(path, device, options)
+    def measure(self, path: Path, device: DeviceProfile, options: MeasureOptions,
+                artifact: Artifact | None = None) -> Measurement:
+        model = self.open_local(path, device, options, artifact)
         latencies, complete = timed_runs(model.run, options.limits())
         return model.measurement(compute_stats(latencies), loop_note(complete, options))
 
     def can_pair(self, device: DeviceProfile, options: MeasureOptions) -> bool:
         return options.adb is None
 
-    def measure_paired(self, path: Path, reference: Path, device: DeviceProfile,
-                       options: MeasureOptions) -> PairedMeasurement:
-        model = self.open_local(path, device, options)
+    def measure_paired(self, path: Path, reference: Path, device: DeviceProfile, options: MeasureOptions,
+                       artifact: Artifact | None = None) -> PairedMeasurement:
+        model = self.open_local(path, device, options, artifact)
         ref = self.open_local(reference, device, options)
         runs = paired_runs(model.run, ref.run, options.limits())
         reference_stats = compute_stats(runs.reference)

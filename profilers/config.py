@@ -20,7 +20,9 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 COMMON_FIELDS = ("threads", "precision", "batch", "resolution", "warmup", "min_runs", "min_time_s",
                  "max_runs", "max_time_s", "seed", "cache_dir")
 PERF_TEST_PATH = "/data/local/tmp/onnxruntime_perf_test"  # where the phone's onnxruntime_perf_test is pushed
-PROTOCOL = 1  # the version of slimda.profilers.worker's --serve protocol the calling side expects
+# the version of slimda.profilers.worker's --serve protocol the calling side expects (2: a request may name
+# the artefact to time)
+PROTOCOL = 2
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from slimda.errors import ConfigError, SlimdaError
 from slimda.profilers.backends import backend_for, local_backend
 from slimda.profilers.base import (
     PAIRED_COLUMNS,
+    Artifact,
     ROW_COLUMNS,
     Measurement,
     MeasurementError,
@@ -49,21 +50,24 @@ def check_target(device: str | DeviceProfile, options: MeasureOptions | None = N
     backend_for(dev, opts).check(dev, opts)
 
 
-def measure(onnx_path: str | Path, device: str | DeviceProfile,
-            options: MeasureOptions | None = None) -> Measurement:
-    """Time ``onnx_path`` on ``device``. Raises ``SlimdaError`` subclasses on any failure."""
+def measure(onnx_path: str | Path, device: str | DeviceProfile, options: MeasureOptions | None = None,
+            artifact: Artifact | None = None) -> Measurement:
+    """Time ``onnx_path`` on ``device`` (or, given, its ``artifact``: the file a deployment ships, loaded as
+    the device loads it; the measurement then records that file's SHA-256). Raises ``SlimdaError``
+    subclasses on any failure."""
     dev = get_device(device)
     opts = options or MeasureOptions()
     backend = backend_for(dev, opts)
-    with _runtime_errors(f"{dev.name}: measuring {onnx_path}"):
+    with _runtime_errors(f"{dev.name}: measuring {artifact.path if artifact else onnx_path}"):
         backend.check(dev, opts)
-        return backend.measure(Path(onnx_path), dev, opts)
+        return backend.measure(Path(onnx_path), dev, opts, artifact)
 
 
-def measure_local(onnx_path: str | Path, device: str | DeviceProfile, options: MeasureOptions) -> Measurement:
+def measure_local(onnx_path: str | Path, device: str | DeviceProfile, options: MeasureOptions,
+                  artifact: Artifact | None = None) -> Measurement:
     """Measure in this process with the device's Python runtime (what slimda's worker does on its host)."""
     dev = get_device(device)
-    return local_backend(dev).measure(Path(onnx_path), dev, options)
+    return local_backend(dev).measure(Path(onnx_path), dev, options, artifact)
 
 
 @contextlib.contextmanager
@@ -87,7 +91,7 @@ def can_pair(device: str | DeviceProfile, options: MeasureOptions | None = None)
 
 
 def measure_paired(onnx_path: str | Path, reference_path: str | Path, device: str | DeviceProfile,
-                   options: MeasureOptions | None = None) -> PairedMeasurement:
+                   options: MeasureOptions | None = None, artifact: Artifact | None = None) -> PairedMeasurement:
     """Time ``onnx_path`` against ``reference_path`` (chunks of ~20 ms each in turn) on a device slimda
     drives (here, or on ``options.ssh``'s host through the ssh worker).
 
@@ -99,9 +103,10 @@ def measure_paired(onnx_path: str | Path, reference_path: str | Path, device: st
     if not backend.can_pair(dev, opts):
         raise ConfigError(f"{dev.name} cannot time two models in turn (only the Python runtimes slimda drives, "
                           "here or over ssh, can: cpu-onnxruntime, cpu-openvino, ort-mobile without --adb)")
-    with _runtime_errors(f"{dev.name}: measuring {onnx_path} against {reference_path}"):
+    with _runtime_errors(f"{dev.name}: measuring {artifact.path if artifact else onnx_path} against "
+                         f"{reference_path}"):
         backend.check(dev, opts)
-        return backend.measure_paired(Path(onnx_path), Path(reference_path), dev, opts)
+        return backend.measure_paired(Path(onnx_path), Path(reference_path), dev, opts, artifact)
 
 
 def measure_row(onnx_path: str | Path, device: str | DeviceProfile, options: MeasureOptions | None = None,

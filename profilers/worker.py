@@ -13,8 +13,8 @@ JSON object per line on stdin, with one JSON line each on stdout, after a first 
 - ``{"op": "has", "path": P}`` → ``{"has": true|false}`` (a non-empty file there);
 - ``{"op": "put", "path": P, "size": N}`` followed by exactly N raw bytes → ``{"ok": true}`` (written
   beside P and renamed, so P is whole or absent);
-- ``{"op": "measure", "device": D, "onnx": P, "reference": R|null, "options": {...}}`` → what the
-  one-shot form prints;
+- ``{"op": "measure", "device": D, "onnx": P, "reference": R|null, "artifact": A|null, "options": {...}}``
+  → what the one-shot form prints (``A``: the artefact to time instead of ``P``, ``--artifact-json``);
 - end of input (or ``{"op": "bye"}``) ends it.
 
 A request that fails answers ``{"error": ...}`` and the worker goes on. Runtimes that print to stdout
@@ -35,19 +35,32 @@ from slimda.profilers.config import COMMON_FIELDS, PROTOCOL, MeasureOptions
 from slimda.tables import atomic_output
 
 
-def measure_answer(device: str, onnx: str, reference: str | None, options: dict) -> dict:
-    """The JSON answer to one measurement request (raises on failure)."""
+def artifact_from(request: dict | None):
+    """The ``Artifact`` a request names (``remote.artifact_request``): kind, files on this host, notes."""
+    if not request:
+        return None
+    from slimda.profilers.base import Artifact
+
+    files = [Path(f) for f in request["files"]]
+    return Artifact(str(request["kind"]), files[0], tuple(files[1:]), dict(request.get("notes") or {}))
+
+
+def measure_answer(device: str, onnx: str, reference: str | None, options: dict,
+                   artifact: dict | None = None) -> dict:
+    """The JSON answer to one measurement request (raises on failure). With ``artifact``, that file (a
+    deployment's IR, ``.ort``...) is what is loaded and timed; ``onnx`` still describes its inputs."""
     from slimda.profilers.devices import get_device
     from slimda.profilers.measurement import measure_local, measure_paired
 
     # the common fields only: this host measures in-process, whatever transport brought the request here
     opts = MeasureOptions.from_dict({k: v for k, v in options.items() if k in COMMON_FIELDS})
     dev = get_device(device)
+    shipped = artifact_from(artifact)
     if reference:
-        pair = measure_paired(Path(onnx), Path(reference), dev, opts)
+        pair = measure_paired(Path(onnx), Path(reference), dev, opts, shipped)
         return {**pair.measurement.to_dict(),
                 "paired": {"reference_ms": pair.reference_ms, "vs_reference": pair.vs_reference}}
-    return measure_local(Path(onnx), dev, opts).to_dict()
+    return measure_local(Path(onnx), dev, opts, shipped).to_dict()
 
 
 def _error(err: BaseException) -> dict:
@@ -94,7 +107,7 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> int:
                 answer = {"ok": True}
             elif op == "measure":
                 answer = measure_answer(request["device"], request["onnx"], request.get("reference"),
-                                        request.get("options") or {})
+                                        request.get("options") or {}, request.get("artifact"))
             else:
                 answer = {"error": f"unknown request {op!r}"}
         except EOFError:
@@ -115,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "common fields are used: threads, precision, batch, loop bounds...)")
     parser.add_argument("--reference", help="path of a reference ONNX file on this host: time the model in "
                         "alternating chunks with it and add their ratio")
+    parser.add_argument("--artifact-json", help="the artefact to load and time instead of --onnx, as a JSON "
+                        "object: kind, files (paths on this host; the first is loaded) and notes")
     args = parser.parse_args(argv)
     if args.serve:
         answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
@@ -123,7 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (args.device and args.onnx):
         parser.error("--device and --onnx are required (or --serve)")
     try:
-        answer = measure_answer(args.device, args.onnx, args.reference, json.loads(args.options_json))
+        answer = measure_answer(args.device, args.onnx, args.reference, json.loads(args.options_json),
+                                json.loads(args.artifact_json) if args.artifact_json else None)
     except Exception as err:  # noqa: BLE001 - any failure goes back to the caller as JSON
         print(json.dumps(_error(err)))
         return 2

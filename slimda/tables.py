@@ -45,10 +45,11 @@ def to_csv(rows: Sequence[Mapping[str, object]]) -> str:
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; renamed onto ``path`` when the block succeeds and
-    removed when it fails, so readers never see half a file."""
+    removed when it fails, so readers never see half a file. The temporary name keeps the suffix, for tools
+    that pick a format by it (matplotlib's savefig)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)

@@ -205,17 +205,26 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 class Exploit:
+    """Unpickling it creates the file ``marker``: if that file exists, the payload ran."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
     def __reduce__(self):
-        return (print, ("pickled code ran",))
+        return (open, (self.marker, "w"))
 
 
 def test_load_refuses_files_that_are_not_banks(tmp_path):
     with pytest.raises(SlimdaError, match="no model bank at"):
         load_bank(tmp_path / "missing")
-    evil = tmp_path / "evil.pt"
-    evil.write_bytes(pickle.dumps(Exploit()))
+    evil, marker = tmp_path / "evil.pt", tmp_path / "payload-ran"
+    evil.write_bytes(pickle.dumps(Exploit(str(marker))))
+    pickle.loads(evil.read_bytes()).close()
+    assert marker.exists()  # the payload does run when unpickled plainly
+    marker.unlink()
     with pytest.raises(SlimdaError, match="is not a slimda model bank"):
         load_bank(evil)
+    assert not marker.exists()  # load_bank never ran it
     junk = tmp_path / "junk.pt"
     torch.save({"state_dict": {}}, junk)
     with pytest.raises(SlimdaError, match="no 'slimda-bank' header"):

@@ -91,6 +91,8 @@ def test_deployed_onnx_matches_the_extracted_network_and_the_manifest_is_complet
     assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.onnx"]
     for name, record in m["files"].items():
         assert sha256_file(folder / name) == record["sha256"]
+    # the file re-measured on the device is the file that ships
+    assert m["timed_file"] == "model.onnx" and m["timed_sha256"] == m["files"]["model.onnx"]["sha256"]
     assert onnx_opset(folder / "model.onnx") == 17
 
     # independent parity check: the ONNX file against the PyTorch network extracted the same way
@@ -149,6 +151,21 @@ def test_openvino_ir_and_ort_format_artefacts_run_and_agree(run_dir, target, tmp
     np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4)
     with (tmp_path / "fleet" / "deploy_report.csv").open() as fh:
         assert [r["device"] for r in csv.DictReader(fh)] == ["cpu-openvino", "ort-mobile"]
+
+    # what was timed is what ships: the IR itself; the .ort converted for this host's platform. An arm .ort
+    # does not run at speed on an x86 host, so the desktop proxy times the same ONNX converted for it, and
+    # the manifest's hashes and note say so rather than claim the shipped file was timed
+    ir = results[0].manifest.to_dict()
+    assert ir["timed_file"] == "model.xml" and ir["timed_sha256"] == ir["files"]["model.xml"]["sha256"]
+    arm = results[1].manifest.to_dict()
+    assert arm["timed_sha256"] != arm["files"]["model.ort"]["sha256"]
+    assert "the shipped model.ort is converted for arm" in arm["measurement"]["notes"]
+    from slimda.profilers.backends.ort_mobile import host_platform
+
+    native = deployer(run_dir, target, tmp_path / "native", ort_platform=host_platform()).deploy("ort-mobile", budgets)
+    here = native.manifest.to_dict()
+    assert here["timed_file"] == "model.ort" and here["timed_sha256"] == here["files"]["model.ort"]["sha256"]
+    assert "timed the shipped model.ort" in here["measurement"]["notes"]
 
 
 def fake_device(latency_ms) -> object:
@@ -272,6 +289,9 @@ def test_deploy_errors_are_clear(run_dir, tmp_path):
         (["--bank", str(run_dir), "--latency", "1ms", "--target", str(tmp_path / "missing"),
           "--calibration-images", "32"], ["missing"]),
         (["--bank", str(tmp_path / "nobank"), "--latency", "1ms", *common], ["no model bank at"]),
+        (["--bank", str(run_dir), "--latency", "1ms", "--tolerance", "5", *common], ["--tolerance is a share"]),
+        (["--bank", str(run_dir), "--latency", "1ms", "--out", str(run_dir / "bank.pt"), *common],
+         ["bank.pt is a file, not a folder"]),
     ]
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -353,3 +373,40 @@ def test_batch_and_dynamic_batch_exports(run_dir, target, tmp_path):
         deployer(run_dir, target, tmp_path / "b4t", batch=4).deploy("cpu-onnxruntime", budget)
     with pytest.raises(ConfigError, match="tensorrt runs TensorRT engines built for one input shape"):
         deployer(run_dir, target, tmp_path / "trt", dynamic_batch=True)._batch(get_device("tensorrt"), {}, budget)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("batch", ["1", "4", "dynamic"])
+def test_every_batch_and_precision_deploys_and_runs_at_its_batch(run_dir, target, tmp_path, precision, batch):
+    """int8 calibration feeds the exported batch (a fixed batch of 4 takes nothing else), and the shipped,
+    re-measured model runs at it."""
+    import onnxruntime as ort
+
+    from slimda.deploy.precision import Int8Settings
+
+    shape = dict(dynamic_batch=True) if batch == "dynamic" else dict(batch=int(batch))
+    d = deployer(run_dir, target, tmp_path / "out", precision=precision, **shape,
+                 int8=Int8Settings(images=9, agreement=0.0, finalists=1)).deploy(
+        "cpu-onnxruntime", Budgets(flops=parse_count("100M", "flops")))
+    m = json.loads((d.dir / "manifest.json").read_text())
+    n = 3 if batch == "dynamic" else int(batch)
+    assert m["input_shape"][0] == ("batch" if batch == "dynamic" else n) and m["precision"] == precision
+    assert m["measured_latency_ms"] > 0 and m["timed_sha256"] == m["files"]["model.onnx"]["sha256"]
+    if precision == "int8":  # every calibration image fed once, whatever the batch groups them into
+        assert m["quantization"]["calibration_images"] == 9 and len(set(m["quantization"]["calibration_indices"])) == 9
+    session = ort.InferenceSession(str(d.dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.cat(target[2].images)[:n].numpy()
+    assert session.run(None, {"input": x})[0].shape == (n, 10)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("batch", ["1", "4"])
+def test_every_batch_and_precision_builds_a_table(run_dir, tmp_path, precision, batch):
+    out = tmp_path / f"table-{precision}-{batch}.csv"
+    assert main(["profile", "--device", "cpu-onnxruntime", "--bank", str(run_dir), "--precision", precision,
+                 "--batch", batch, "--fit-configs", "2", "--rounds", "1", "--out", str(out), *FAST_MEASURE]) == 0
+    from slimda.latency.table import LatencyTable
+
+    table = LatencyTable.load(out)
+    assert table.plan.input_shape[0] == int(batch) and table.precision == precision
+    assert table.predict(target_bank(run_dir).space.largest()) > 0

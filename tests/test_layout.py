@@ -51,10 +51,10 @@ def _imports(name: str, modules: dict[str, Path]) -> set[str]:
             if candidate and candidate != name:
                 targets.add(candidate)
                 break
-    # a package's __init__ may load its own submodules (a registry); that is not a circle
-    if _is_package(name, modules):
-        targets = {t for t in targets if not t.startswith(name + ".")}
-    return targets
+    # a registry: a package's __init__ loads its submodules, which import what the package defines. That
+    # edge back to their own package is not counted; the package's edges to its submodules are, so a circle that
+    # leaves the package and comes back through it (base -> elsewhere -> the package -> base) is found
+    return {t for t in targets if not name.startswith(t + ".")}
 
 
 def _graph() -> dict[str, set[str]]:

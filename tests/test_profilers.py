@@ -399,9 +399,11 @@ def test_cli_lists_devices(capsys):
 
     assert profile.run(_args("--list-devices")) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].split() == ["name", "runtime", "where", "precision", "description"]
+    assert out.splitlines()[0].split() == ["name", "runtime", "where", "precision", "precisions", "description"]
     for name in DEVICES:
         assert name in out
+    nano = next(line for line in out.splitlines() if line.startswith("jetson-nano "))
+    assert " fp32,fp16 " in nano  # the precisions each device supports, as the README says
 
 
 def test_cli_times_one_model_and_prints_one_row(model, capsys):

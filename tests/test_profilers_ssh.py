@@ -16,12 +16,13 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from profiler_helpers import fast_options, tiny_onnx
-from slimda.errors import SlimdaError
+from slimda.errors import ConfigError, SlimdaError
 from slimda.profilers.adb import AdbTarget
 from slimda.profilers.backends import remote
 from slimda.profilers.backends.trtexec import build_engine
@@ -29,6 +30,7 @@ from slimda.profilers.config import AdbOptions, SSHOptions, TensorRTOptions
 from slimda.profilers.measurement import measure, measure_paired, measure_row
 from slimda.profilers.ssh import SSHTarget
 from slimda.profilers.transport import TransportError
+from slimda.tables import sha256_file
 
 SSHD = "/usr/sbin/sshd"
 NANO_LOG = Path(__file__).parent / "data" / "trtexec" / "trt8.2.1_jetson_nano_tegra_x1.log"
@@ -137,15 +139,21 @@ def test_put_and_get_files(target, tmp_path):
         target.get(str(tmp_path / "missing"), tmp_path / "x")
 
 
+def remote_python(way: str, tmp_path: Path) -> str:
+    """This interpreter, or for ``one-shot`` one whose worker cannot serve (what an older slimda there does)."""
+    if way != "one-shot":
+        return sys.executable
+    python = tmp_path / "python without serve"
+    python.write_text('#!/bin/sh\ncase " $* " in *" --serve "*) echo "unrecognized arguments: --serve" >&2; '
+                      f'exit 2;; esac\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    return str(python)
+
+
 @pytest.mark.parametrize("way", ["serving worker", "one-shot"])
 def test_remote_cpu_profile_over_ssh(sshd, model, tmp_path, way):
     """The path a user with an Intel box takes: copy the model, run slimda's worker there, parse its JSON."""
-    python = sys.executable
-    if way == "one-shot":  # what happens where the host's slimda cannot serve (an older one)
-        python = str(tmp_path / "python without serve")
-        Path(python).write_text('#!/bin/sh\ncase " $* " in *" --serve "*) echo "unrecognized arguments: --serve" >&2; '
-                                f'exit 2;; esac\nexec {sys.executable} "$@"\n')
-        Path(python).chmod(0o755)
+    python = remote_python(way, tmp_path)
     remote_dir = tmp_path / "remote profile dir"
     opts = ssh_opts(sshd, {"remote_python": python, "remote_dir": str(remote_dir)}, min_runs=25)
     m = measure(model, "cpu-onnxruntime", opts)
@@ -281,6 +289,44 @@ def test_jetson_engine_build_over_ssh(sshd, model, tmp_path, stand_in_trtexec):
     assert built.local_path.read_bytes() == b"stand-in engine" and built.trt_version == "8.2.1"
     args = args_file.read_text().splitlines()
     assert "--buildOnly" in args and f"--saveEngine={built.remote_path}" in args and "--fp16" in args
+
+
+def test_jetson_re_measurement_loads_the_engine_that_ships(sshd, model, tmp_path, stand_in_trtexec):
+    from slimda.profilers.backends import native_backend
+    from slimda.profilers.devices import get_device
+
+    script, args_file = stand_in_trtexec
+    remote_dir = tmp_path / "jetson dir"
+    opts = ssh_opts(sshd, {"remote_dir": str(remote_dir)}, {"trtexec_path": str(script), "trt_version": "8.2"})
+    shipped = tmp_path / "deploy"
+    shipped.mkdir()
+    nano = get_device("jetson-nano")
+    artifact = native_backend(nano).build_artifact(model, nano, shipped, opts)
+    assert artifact.path == shipped / "model.engine"
+    m = measure(model, "jetson-nano", opts, artifact)
+    args = args_file.read_text().splitlines()
+    loaded = next(a.split("=", 1)[1] for a in args if a.startswith("--loadEngine="))
+    assert not any(a.startswith(("--onnx=", "--saveEngine=", "--fp16")) for a in args)  # timed, not rebuilt
+    assert Path(loaded).read_bytes() == artifact.path.read_bytes()  # the very bytes that ship
+    assert m.timed_file == "model.engine" and m.timed_sha256 == sha256_file(artifact.path)
+    assert "the shipped engine model.engine, loaded" in m.notes and m.stats.p50 == 90.0183
+
+
+@pytest.mark.parametrize("way", ["serving worker", "one-shot"])
+def test_remote_openvino_times_the_ir_that_ships(sshd, model, tmp_path, way):
+    from slimda.profilers.backends import native_backend
+    from slimda.profilers.devices import get_device
+
+    opts = ssh_opts(sshd, {"remote_python": remote_python(way, tmp_path), "remote_dir": str(tmp_path / "box")})
+    shipped = tmp_path / "deploy"
+    shipped.mkdir()
+    device = get_device("cpu-openvino")
+    artifact = native_backend(device).build_artifact(model, device, shipped, fast_options())
+    m = measure(model, device, opts, artifact)
+    assert m.timed_file == "model.xml" and m.timed_sha256 == sha256_file(artifact.path)
+    assert m.runtime == "openvino" and m.host == sshd["host"]
+    with pytest.raises(ConfigError, match="loads openvino-ir or onnx artefacts, not tensorrt-engine"):
+        measure(model, "cpu-openvino", fast_options(), replace(artifact, kind="tensorrt-engine"))
 
 
 def test_tensorrt_device_with_host_uses_trtexec(sshd, model, tmp_path, stand_in_trtexec):

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from slimda.errors import SlimdaError
-from slimda.profilers.base import Artifact, LocalBackend, LocalModel
+from slimda.profilers.base import Artifact, LocalBackend, LocalModel, check_artifact_kind, timed_fields
 from slimda.profilers.config import MeasureOptions
 from slimda.profilers.devices import DeviceProfile
 from slimda.profilers.onnxinfo import check_int8_model, input_specs, is_quantized, random_feed, specs_text
@@ -47,15 +47,20 @@ class OpenVINOBackend(LocalBackend):
     name = "openvino-cpu"
     runtime = "openvino"
 
-    def open_local(self, path: Path, device: DeviceProfile, options: MeasureOptions) -> LocalModel:
+    def open_local(self, path: Path, device: DeviceProfile, options: MeasureOptions,
+                   artifact: Artifact | None = None) -> LocalModel:
         import openvino as ov
 
+        check_artifact_kind(artifact, ("openvino-ir", "onnx"), self.name)
         precision = options.precision_for(device)
         quantized = check_int8_model(path, precision, device.name) == "int8"
         threads = options.threads_for(device) or 1
         specs = input_specs(path, options.batch, options.resolution)
         core = ov.Core()
-        model = core.read_model(str(path))
+        if artifact is None:
+            model = core.read_model(str(path))
+        else:  # the IR that ships: model.xml, and its weights file wherever it was copied to
+            model = core.read_model(str(artifact.path), *[str(p) for p in artifact.extra_files[:1]])
         if any(s.dynamic for s in specs):
             model.reshape({s.name: ov.PartialShape(list(s.shape)) for s in specs})
         compiled = core.compile_model(model, "CPU", compile_config(precision, threads))
@@ -67,7 +72,8 @@ class OpenVINOBackend(LocalBackend):
         return LocalModel(
             request.infer, dict(device=device.name, runtime="openvino", runtime_version=ov.get_version(),
                                 precision=used, threads=int(compiled.get_property("INFERENCE_NUM_THREADS")),
-                                batch=options.batch, input_shape=specs_text(specs)),
+                                batch=options.batch, input_shape=specs_text(specs),
+                                **timed_fields(artifact.path if artifact else None)),
             (f"INFERENCE_PRECISION_HINT requested {HINTS[precision]}, compiled {raw}",
              f"NUM_STREAMS={compiled.get_property('NUM_STREAMS')}, PERFORMANCE_HINT=LATENCY",
              f"device={core.get_property('CPU', 'FULL_DEVICE_NAME')}"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slimda.profilers.base import LocalBackend, LocalModel
+from slimda.profilers.base import Artifact, LocalBackend, LocalModel, check_artifact_kind, timed_fields
 from slimda.profilers.config import MeasureOptions
 from slimda.profilers.devices import DeviceProfile
 from slimda.profilers.onnxinfo import InputSpec, check_int8_model, input_specs, random_feed, specs_text
@@ -45,15 +45,18 @@ class OnnxRuntimeBackend(LocalBackend):
     name = "onnxruntime-cpu"
     runtime = "onnxruntime"
 
-    def open_local(self, path: Path, device: DeviceProfile, options: MeasureOptions) -> LocalModel:
+    def open_local(self, path: Path, device: DeviceProfile, options: MeasureOptions,
+                   artifact: Artifact | None = None) -> LocalModel:
         import onnxruntime as ort
 
+        check_artifact_kind(artifact, ("onnx",), self.name)
         precision = options.precision_for(device)
         model_precision = check_int8_model(path, precision, device.name)
         threads = options.threads_for(device) or 1
         specs = input_specs(path, options.batch, options.resolution)
-        run = open_session(path, specs, threads, options)
+        loaded = artifact.path if artifact else path  # the ONNX file is this runtime's artefact
+        run = open_session(loaded, specs, threads, options)
         return LocalModel(run, dict(device=device.name, runtime="onnxruntime", runtime_version=ort.__version__,
                                     precision=model_precision, threads=threads, batch=options.batch,
-                                    input_shape=specs_text(specs)),
+                                    input_shape=specs_text(specs), **timed_fields(artifact and loaded)),
                           ("CPUExecutionProvider, inter_op=1, sequential, ORT_ENABLE_ALL",))

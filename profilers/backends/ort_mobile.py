@@ -15,7 +15,6 @@ onnxruntime/test/perftest/performance_runner.cc; samples in tests/data/onnxrunti
 from __future__ import annotations
 
 import hashlib
-import os
 import platform
 import re
 import shutil
@@ -26,7 +25,16 @@ from pathlib import Path
 from slimda.errors import ConfigError, SlimdaError
 from slimda.profilers.adb import AdbTarget
 from slimda.profilers.backends.ort_cpu import open_session
-from slimda.profilers.base import Artifact, Backend, LocalBackend, LocalModel, Measurement, join_notes
+from slimda.profilers.base import (
+    Artifact,
+    Backend,
+    LocalBackend,
+    LocalModel,
+    Measurement,
+    check_artifact_kind,
+    join_notes,
+    timed_fields,
+)
 from slimda.profilers.config import MeasureOptions
 from slimda.profilers.devices import DeviceProfile
 from slimda.profilers.onnxinfo import check_int8_model, input_specs, specs_text
@@ -70,21 +78,35 @@ def convert_to_ort(onnx_path: str | Path, target_platform: str, cache_dir: str |
     final = cache / f"{src.stem}-{digest}-{target_platform}-ort{ort.__version__}" / f"{src.stem}.ort"
     if final.is_file():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    partial = final.with_suffix(f".{os.getpid()}.partial")
     so = ort.SessionOptions()
-    so.optimized_model_filepath = str(partial)
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.add_session_config_entry("session.qdqisint8allowed", "1" if target_platform == "arm" else "0")
     so.add_session_config_entry("session.save_model_format", "ORT")
     so.log_severity_level = 3
     disabled = None if target_platform == "amd64" else ["NchwcTransformer"]
-    ort.InferenceSession(str(src), sess_options=so, providers=["CPUExecutionProvider"],
-                         disabled_optimizers=disabled)
-    if not partial.is_file():
-        raise SlimdaError(f"ORT-format conversion of {src} produced no file")
-    partial.replace(final)  # atomic: a concurrent reader never sees half a file
+    with atomic_output(final) as partial:  # a concurrent reader never sees half a file
+        so.optimized_model_filepath = str(partial)
+        ort.InferenceSession(str(src), sess_options=so, providers=["CPUExecutionProvider"],
+                             disabled_optimizers=disabled)
+        if not partial.is_file():
+            raise SlimdaError(f"ORT-format conversion of {src} produced no file")
     return final
+
+
+def shipped_or_converted(path: Path, artifact: Artifact | None, platform_needed: str,
+                         cache_dir: str | Path | None) -> tuple[Path, str]:
+    """The ORT-format file to time for ``platform_needed``: the shipped ``artifact`` when it was converted for
+    that platform, else ``path`` converted for it (cached); and a note saying which."""
+    check_artifact_kind(artifact, ("ort",), "ORT format")
+    if artifact is not None:
+        shipped = artifact.notes.get("ort_target_platform")
+        if shipped == platform_needed:
+            return artifact.path, f"timed the shipped {artifact.path.name} (converted for {shipped})"
+        converted = convert_to_ort(path, platform_needed, cache_dir)
+        return converted, (f"the shipped {artifact.path.name} is converted for {shipped}, which this target does "
+                           f"not run at speed: timed the same ONNX converted for {platform_needed} instead")
+    return convert_to_ort(path, platform_needed, cache_dir), f"ORT format converted with --target_platform " \
+                                                              f"{platform_needed}"
 
 
 def ort_artifact(onnx_path: Path, out_dir: Path, target_platform: str) -> Artifact:
@@ -103,20 +125,19 @@ class OrtFormatBackend(LocalBackend):
     name = "ort-format-proxy"
     runtime = RUNTIME
 
-    def open_local(self, path: Path, device: DeviceProfile, options: MeasureOptions) -> LocalModel:
+    def open_local(self, path: Path, device: DeviceProfile, options: MeasureOptions,
+                   artifact: Artifact | None = None) -> LocalModel:
         import onnxruntime as ort
 
         model_precision = check_int8_model(path, options.precision_for(device), device.name)
         threads = options.threads_for(device) or 1
         specs = input_specs(path, options.batch, options.resolution)
-        target = host_platform()
-        ort_file = convert_to_ort(path, target, options.cache_dir)
+        ort_file, how = shipped_or_converted(path, artifact, host_platform(), options.cache_dir)
         run = open_session(ort_file, specs, threads, options)
         return LocalModel(run, dict(device=device.name, runtime=RUNTIME, runtime_version=ort.__version__,
                                     precision=model_precision, threads=threads, batch=options.batch,
-                                    input_shape=specs_text(specs)),
-                          (f"desktop proxy: ORT format converted with --target_platform {target}",
-                           f"ort_file={ort_file.name}"))
+                                    input_shape=specs_text(specs), **timed_fields(artifact and ort_file)),
+                          (f"desktop proxy: {how}", f"ort_file={ort_file.name}"))
 
     def build_artifact(self, onnx_path: Path, device: DeviceProfile, out_dir: Path, options: MeasureOptions,
                        ort_platform: str = "arm") -> Artifact:
@@ -170,7 +191,8 @@ class AdbBackend(Backend):
     def handles(self, device: DeviceProfile, options: MeasureOptions) -> bool:
         return device.runtime == RUNTIME and options.adb is not None
 
-    def measure(self, path: Path, device: DeviceProfile, options: MeasureOptions) -> Measurement:
+    def measure(self, path: Path, device: DeviceProfile, options: MeasureOptions,
+                artifact: Artifact | None = None) -> Measurement:
         import onnxruntime as ort
 
         adb = options.adb
@@ -189,7 +211,7 @@ class AdbBackend(Backend):
                 "Build it for Android (ONNX Runtime ./build.sh --android --android_abi arm64-v8a ... "
                 "--build_shared_lib), then `adb push` onnxruntime_perf_test and libonnxruntime.so to "
                 f"{str(Path(binary).parent)} and `adb shell chmod +x {binary}`, or pass its path.")
-        ort_file = convert_to_ort(path, "arm", options.cache_dir)
+        ort_file, how = shipped_or_converted(path, artifact, "arm", options.cache_dir)
         remote = f"{PHONE_DIR}/{ort_file.name}"
         phone.run(["mkdir", "-p", PHONE_DIR], check=True)
         phone.push(ort_file, remote)
@@ -202,8 +224,8 @@ class AdbBackend(Backend):
         return Measurement(
             device=device.name, runtime=RUNTIME, runtime_version="onnxruntime_perf_test (device)",
             precision=model_precision, threads=threads, batch=options.batch, input_shape=specs_text(specs),
-            host=f"adb:{adb.serial}", stats=stats,
-            notes=join_notes(f"ORT format converted for arm with onnxruntime {ort.__version__}",
+            host=f"adb:{adb.serial}", stats=stats, **timed_fields(artifact and ort_file),
+            notes=join_notes(f"{how} (onnxruntime {ort.__version__})",
                              "perf_test: 1 built-in warm-up run, -m times -r "
                              f"{max(options.min_runs, 1)}; std/cv not reported", f"command={result.command}"),
         )

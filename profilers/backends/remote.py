@@ -28,7 +28,15 @@ from dataclasses import replace
 from pathlib import Path
 
 from slimda.errors import ConfigError, SlimdaError
-from slimda.profilers.base import Backend, LocalBackend, Measurement, MeasurementError, PairedMeasurement
+from slimda.profilers.base import (
+    Artifact,
+    Backend,
+    LocalBackend,
+    Measurement,
+    MeasurementError,
+    PairedMeasurement,
+    timed_fields,
+)
 from slimda.profilers.config import PROTOCOL, MeasureOptions, SSHOptions
 from slimda.profilers.devices import DeviceProfile
 from slimda.profilers.ssh import SSHTarget, remote_model_path
@@ -46,31 +54,41 @@ class RemoteBackend(Backend):
     def handles(self, device: DeviceProfile, options: MeasureOptions) -> bool:
         return options.ssh is not None
 
-    def measure(self, path: Path, device: DeviceProfile, options: MeasureOptions) -> Measurement:
-        answer, target = _run_worker(path, None, device, options)
-        return _measurement(answer, target)
+    def measure(self, path: Path, device: DeviceProfile, options: MeasureOptions,
+                artifact: Artifact | None = None) -> Measurement:
+        answer, target = _run_worker(path, None, device, options, artifact)
+        return _measurement(answer, target, artifact)
 
     def can_pair(self, device: DeviceProfile, options: MeasureOptions) -> bool:
         here = MeasureOptions(**options.common_dict())
         return options.adb is None and any(b.handles(device, here) for b in self.local)
 
-    def measure_paired(self, path: Path, reference: Path, device: DeviceProfile,
-                       options: MeasureOptions) -> PairedMeasurement:
+    def measure_paired(self, path: Path, reference: Path, device: DeviceProfile, options: MeasureOptions,
+                       artifact: Artifact | None = None) -> PairedMeasurement:
         """The model and the reference alternate on the host."""
-        answer, target = _run_worker(path, reference, device, options)
+        answer, target = _run_worker(path, reference, device, options, artifact)
         paired = answer.get("paired")
         if not isinstance(paired, dict):
             raise MeasurementError(f"{device.name} on {target.host}: the worker answered without the paired "
                                    "measurement it was asked for; update slimda there")
-        measurement = _measurement(answer, target).with_notes(f"paired with {reference.name} on {target.host}")
+        measurement = _measurement(answer, target, artifact).with_notes(
+            f"paired with {reference.name} on {target.host}")
         return PairedMeasurement(measurement, float(paired["reference_ms"]), float(paired["vs_reference"]))
 
 
 def worker_command(python: str, device: str, remote_onnx: str, opts: MeasureOptions,
-                   remote_reference: str | None = None) -> list[str]:
+                   remote_reference: str | None = None, remote_artifact: dict | None = None) -> list[str]:
     reference = ["--reference", remote_reference] if remote_reference else []
+    artifact = ["--artifact-json", json.dumps(remote_artifact)] if remote_artifact else []
     return [python, "-m", "slimda.profilers.worker", "--device", device, "--onnx", remote_onnx,
-            "--options-json", json.dumps(opts.common_dict()), *reference]
+            "--options-json", json.dumps(opts.common_dict()), *reference, *artifact]
+
+
+def artifact_request(artifact: Artifact | None, remote_files: list[str]) -> dict | None:
+    """How a request names an artefact whose files were copied to ``remote_files`` (``worker.artifact_from``)."""
+    if artifact is None:
+        return None
+    return {"kind": artifact.kind, "files": remote_files, "notes": dict(artifact.notes)}
 
 
 def _ssh(opts: MeasureOptions) -> SSHOptions:
@@ -82,7 +100,7 @@ def _ssh(opts: MeasureOptions) -> SSHOptions:
 def _check_files(*paths: Path | None) -> None:
     for path in paths:
         if path is not None and not path.is_file():
-            raise SlimdaError(f"ONNX file not found: {path}")
+            raise SlimdaError(f"model file not found: {path}")
 
 
 def _upload(target: SSHTarget, path: Path, remote_dir: str) -> str:
@@ -92,21 +110,23 @@ def _upload(target: SSHTarget, path: Path, remote_dir: str) -> str:
     return remote
 
 
-def _run_worker(path: Path, reference: Path | None, device: DeviceProfile,
-                opts: MeasureOptions) -> tuple[dict, SSHTarget]:
-    _check_files(path, reference)
+def _run_worker(path: Path, reference: Path | None, device: DeviceProfile, opts: MeasureOptions,
+                artifact: Artifact | None = None) -> tuple[dict, SSHTarget]:
+    _check_files(path, reference, *(artifact.files if artifact else ()))
     ssh = _ssh(opts)
     target = ssh.target()
     python = ssh.remote_python
     session = _session(target, python)
     if session is not None:
         try:
-            return session.measure(path, reference, device, opts), target
+            return session.measure(path, reference, device, opts, artifact), target
         except _SessionLost:
             _drop_session(target, python)  # the one-shot way below says what went wrong, if anything
     remote_onnx = _upload(target, path, ssh.remote_dir)
     remote_reference = _upload(target, reference, ssh.remote_dir) if reference is not None else None
-    command = worker_command(python, device.name, remote_onnx, opts, remote_reference)
+    remote_artifact = artifact_request(artifact, [_upload(target, f, ssh.remote_dir)
+                                                  for f in (artifact.files if artifact else ())])
+    command = worker_command(python, device.name, remote_onnx, opts, remote_reference, remote_artifact)
     result = target.run(command, timeout=ssh.timeout_s)
     text = result.output
     if result.returncode == 127 or (result.returncode != 0 and "No such file or directory" in text
@@ -116,6 +136,9 @@ def _run_worker(path: Path, reference: Path | None, device: DeviceProfile,
     if "No module named" in text and "slimda" in text:
         raise TransportError(f"slimda is not installed for {python} on {target.host} "
                              f"(command: {result.command}); pip install slimda and its runtime there")
+    if "unrecognized arguments: --artifact-json" in text:
+        raise TransportError(f"the slimda on {target.host} ({python}) is too old to time a deployment's artefact "
+                             "itself: update it there")
     if "unrecognized arguments: --reference" in text:
         raise TransportError(f"the slimda on {target.host} ({python}) is too old to time models "
                              "paired: update it there, or build the table with --unpaired")
@@ -201,12 +224,16 @@ class WorkerSession:
                 raise TransportError(f"cannot copy {path} to {self.target.host}:{remote}: {answer['error']}")
         return remote
 
-    def measure(self, path: Path, reference: Path | None, device: DeviceProfile, opts: MeasureOptions) -> dict:
+    def measure(self, path: Path, reference: Path | None, device: DeviceProfile, opts: MeasureOptions,
+                artifact: Artifact | None = None) -> dict:
         ssh = _ssh(opts)
         remote_onnx = self.upload(path, ssh.remote_dir, ssh.timeout_s)
         remote_reference = self.upload(reference, ssh.remote_dir, ssh.timeout_s) if reference else None
+        remote_artifact = artifact_request(artifact, [self.upload(f, ssh.remote_dir, ssh.timeout_s)
+                                                      for f in (artifact.files if artifact else ())])
         answer = self.request({"op": "measure", "device": device.name, "onnx": remote_onnx,
-                               "reference": remote_reference, "options": opts.common_dict()}, ssh.timeout_s)
+                               "reference": remote_reference, "artifact": remote_artifact,
+                               "options": opts.common_dict()}, ssh.timeout_s)
         if "error" in answer:
             raise MeasurementError(f"{device.name} on {self.target.host}: {answer['error']}")
         return answer
@@ -255,8 +282,15 @@ def close_sessions() -> None:
 atexit.register(close_sessions)
 
 
-def _measurement(answer: dict, target: SSHTarget) -> Measurement:
+def _measurement(answer: dict, target: SSHTarget, artifact: Artifact | None = None) -> Measurement:
     measurement = Measurement.from_dict(answer)
+    if artifact is not None:  # the host timed a copy named by its content: it must be the shipped file's bytes
+        shipped = timed_fields(artifact.path)
+        if measurement.timed_sha256 != shipped["timed_sha256"]:
+            raise MeasurementError(f"the worker on {target.host} timed {measurement.timed_file or 'another file'} "
+                                   f"(SHA-256 {measurement.timed_sha256 or 'not reported'}), not the "
+                                   f"{artifact.path.name} that ships: update slimda there")
+        measurement = replace(measurement, **shipped)
     return replace(measurement, host=target.host).with_notes(
         f"measured over ssh on {target.host} (hostname {measurement.host}) by slimda.profilers.worker")
 

@@ -19,7 +19,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from slimda.errors import ConfigError, SlimdaError
-from slimda.profilers.base import Artifact, Backend, Measurement, host_name, join_notes, loop_note
+from slimda.profilers.base import (
+    Artifact,
+    Backend,
+    Measurement,
+    check_artifact_kind,
+    host_name,
+    join_notes,
+    loop_note,
+    timed_fields,
+)
 from slimda.profilers.config import MeasureOptions
 from slimda.profilers.devices import DeviceProfile
 from slimda.profilers.onnxinfo import check_int8_model, input_specs, random_feed, specs_text
@@ -164,18 +173,22 @@ class TensorRTBackend(Backend):
     def handles(self, device: DeviceProfile, options: MeasureOptions) -> bool:
         return device.runtime == RUNTIME
 
-    def measure(self, path: Path, device: DeviceProfile, options: MeasureOptions) -> Measurement:
+    def measure(self, path: Path, device: DeviceProfile, options: MeasureOptions,
+                artifact: Artifact | None = None) -> Measurement:
         trt = import_tensorrt()
         import_cudart()
+        check_artifact_kind(artifact, ("tensorrt-engine",), self.name)
         precision = options.precision_for(device)
         specs = input_specs(path, options.batch, options.resolution)
-        serialized = build_serialized_engine(path, precision, options.tensorrt.workspace_mib)
+        # the engine that ships, deserialised as a device loads it; else one built from the ONNX file
+        serialized = (artifact.path.read_bytes() if artifact else
+                      build_serialized_engine(path, precision, options.tensorrt.workspace_mib))
         latencies, complete = time_engine(serialized, random_feed(specs, options.seed),
                                           {s.name: s.shape for s in specs}, options)
         return Measurement(
             device=device.name, runtime=RUNTIME, runtime_version=trt.__version__, precision=precision,
             threads=None, batch=options.batch, input_shape=specs_text(specs), host=host_name(),
-            stats=compute_stats(latencies),
+            stats=compute_stats(latencies), **timed_fields(artifact.path if artifact else None),
             notes=join_notes("CUDA events around execute_async_v3 (GPU time)", loop_note(complete, options)),
         )
 

@@ -25,7 +25,15 @@ from slimda.profilers.backends.trtexec_cli import (
     version_from_output,
     version_text,
 )
-from slimda.profilers.base import Artifact, Backend, Measurement, MeasurementError, join_notes
+from slimda.profilers.base import (
+    Artifact,
+    Backend,
+    Measurement,
+    MeasurementError,
+    check_artifact_kind,
+    join_notes,
+    timed_fields,
+)
 from slimda.profilers.config import MeasureOptions
 from slimda.profilers.devices import JETPACK_TRTEXEC, DeviceProfile, get_device
 from slimda.profilers.onnxinfo import InputSpec, activation_format, check_int8_model, input_specs, specs_text
@@ -140,15 +148,27 @@ def _run_checked(plan: _Plan, argv: list[str], opts: MeasureOptions, device: Dev
     return result
 
 
-def measure_trtexec(path: Path, device: DeviceProfile, opts: MeasureOptions) -> Measurement:
-    """Build and time ``path`` with trtexec on the ssh host; statistics of ``opts.tensorrt.metric``."""
+def measure_trtexec(path: Path, device: DeviceProfile, opts: MeasureOptions,
+                    engine: Path | None = None) -> Measurement:
+    """Build and time ``path`` with trtexec on the ssh host; statistics of ``opts.tensorrt.metric``.
+
+    With ``engine`` (the serialised engine a deployment ships), nothing is built: that very file is copied to
+    the device under a name made from its content and timed with ``--loadEngine``, so the kernels timed are
+    the kernels that ship (TensorRT picks them by timing, so a second build can differ).
+    """
     plan = _plan(path, device, opts)
     trt = opts.tensorrt
     times_file = f"{plan.remote_onnx}.{uuid.uuid4().hex[:8]}.times.json"
-    argv = trtexec_command(
-        trt.trtexec_path, plan.version, onnx=plan.remote_onnx, precision=plan.precision,
-        workspace_mib=trt.workspace_mib, warmup_ms=trt.warmup_ms, duration_s=max(1, math.ceil(opts.min_time_s)),
-        iterations=opts.min_runs, export_times=times_file, shapes=plan.shapes)
+    common = dict(warmup_ms=trt.warmup_ms, duration_s=max(1, math.ceil(opts.min_time_s)), iterations=opts.min_runs,
+                  export_times=times_file, shapes=plan.shapes)
+    if engine is None:
+        argv = trtexec_command(trt.trtexec_path, plan.version, onnx=plan.remote_onnx, precision=plan.precision,
+                               workspace_mib=trt.workspace_mib, **common)
+    else:
+        remote_engine = remote_model_path(engine, opts.ssh.remote_dir)  # type: ignore[union-attr]  # _plan checked
+        if not plan.target.exists(remote_engine):  # named by content: a file there is this very engine
+            plan.target.put(engine, remote_engine)
+        argv = trtexec_command(trt.trtexec_path, plan.version, load_engine=remote_engine, **common)
     result = _run_checked(plan, argv, opts, device)
     summary = parse_trtexec_output(result.output)
     _, estimated = summary.runs()
@@ -166,8 +186,9 @@ def measure_trtexec(path: Path, device: DeviceProfile, opts: MeasureOptions) -> 
     return Measurement(
         device=device.name, runtime=RUNTIME, runtime_version=version_text(version),
         precision=plan.precision, threads=None, batch=opts.batch, input_shape=specs_text(plan.specs),
-        host=plan.target.host, stats=stats,
+        host=plan.target.host, stats=stats, **timed_fields(engine),
         notes=join_notes(f"metric={METRIC_LINES[trt.metric]}", f"stats from {source}",
+                         f"the shipped engine {engine.name}, loaded" if engine else "engine built from the ONNX file",
                          "runs estimated from throughput x walltime" if estimated else "", plan.notes,
                          f"command={result.command}"),
     )
@@ -216,8 +237,10 @@ class TrtexecBackend(Backend):
     def check(self, device: DeviceProfile, options: MeasureOptions) -> None:
         require_host(device, options)
 
-    def measure(self, path: Path, device: DeviceProfile, options: MeasureOptions) -> Measurement:
-        return measure_trtexec(path, device, options)
+    def measure(self, path: Path, device: DeviceProfile, options: MeasureOptions,
+                artifact: Artifact | None = None) -> Measurement:
+        check_artifact_kind(artifact, ("tensorrt-engine",), self.name)
+        return measure_trtexec(path, device, options, artifact.path if artifact else None)
 
     def build_artifact(self, onnx_path: Path, device: DeviceProfile, out_dir: Path, options: MeasureOptions,
                        ort_platform: str = "arm") -> Artifact:

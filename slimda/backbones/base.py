@@ -79,7 +79,7 @@ class SlimBackbone(nn.Module):
         Its classifier is dropped (the bank has its own heads); any other key that does not fit is a
         ``ConfigError`` naming it (and ``source``), and nothing is loaded then. Returns the keys dropped.
         """
-        from slimda.model.pretrained import check_fit
+        from slimda.model.fit import check_fit
 
         prefix = self.torchvision_classifier_prefix
         if prefix is None:

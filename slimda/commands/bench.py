@@ -38,13 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from slimda.commands.options import devices_from_args, int8_from_args, target_scoring_from_args
+    from slimda.commands.options import check_output_folder, devices_from_args, int8_from_args, target_scoring_from_args
     from slimda.deploy.reports import bench_devices, lut_devices
     from slimda.deploy.setup import BankRun
     from slimda.errors import ConfigError
 
     if args.configs < 0:
         raise ConfigError(f"--configs must be 0 or more, got {args.configs}")
+    check_output_folder(args.out)
     bank_run = BankRun.open(args.bank)
     run_dir = bank_run.run_dir
     devices = devices_from_args(args.device) if args.device else lut_devices(run_dir)

@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     search.add_argument("--retries", type=int, default=2,
                         help="searches again under a tighter limit when the measured latency is over budget "
                         "(default: 2)")
+    search.add_argument("--tolerance", type=float, default=0.0, metavar="SHARE",
+                        help="a measured latency up to budget x (1 + SHARE) still counts as within budget (no retry, "
+                        "within_budget true); e.g. 0.05 for the ~5 %% a shared host's timing wanders (default: 0)")
     search.add_argument("--no-measure", action="store_true",
                         help="skip timing the exported model on the device (the manifest then has no measured "
                         "latency)")
@@ -86,7 +89,13 @@ def budgets_from_args(args: argparse.Namespace) -> Budgets:
 
 
 def run(args: argparse.Namespace) -> int:
-    from slimda.commands.options import devices_from_args, int8_from_args, options_from_args, target_scoring_from_args
+    from slimda.commands.options import (
+        check_output_folder,
+        devices_from_args,
+        int8_from_args,
+        options_from_args,
+        target_scoring_from_args,
+    )
     from slimda.deploy.deployer import DeployOptions, deploy_fleet
     from slimda.deploy.setup import open_deployer
     from slimda.errors import ConfigError
@@ -97,8 +106,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--population must be at least 2 and --generations at least 1")
     if args.retries < 0:
         raise ConfigError(f"--retries must be 0 or more, got {args.retries}")
+    if not 0 <= args.tolerance < 1:
+        raise ConfigError(f"--tolerance is a share of the budget in [0, 1), e.g. 0.05; got {args.tolerance}")
     if args.batch is not None and args.batch < 1:
         raise ConfigError(f"--batch must be at least 1, got {args.batch}")
+    check_output_folder(args.out)
     budgets = budgets_from_args(args)  # bad budgets fail before the bank is read
     devices = devices_from_args(args.device)
     for name in devices:
@@ -111,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
     options = DeployOptions(
         measure_options=options_from_args(args),
         settings=SearchSettings(population=args.population, generations=args.generations, seed=args.seed),
-        measure=not args.no_measure, retries=args.retries, ort_platform=args.ort_platform, precision=precision,
+        measure=not args.no_measure, retries=args.retries, tolerance=args.tolerance, ort_platform=args.ort_platform,
+        precision=precision,
         int8=int8, batch=args.batch, dynamic_batch=args.dynamic_batch)
     deployer = open_deployer(args.bank, target_scoring_from_args(args), options, args.out)
     print_deployments(deploy_fleet(deployer, devices, budgets))

@@ -4,6 +4,8 @@ slimda-deploy), devices and target scoring (slimda deploy, bench, eval)."""
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from slimda.errors import ConfigError
@@ -91,6 +93,12 @@ def options_from_args(args: argparse.Namespace) -> MeasureOptions:
 
 
 # ------------------------------------------------------------------- devices and target scoring (deploy, bench, eval)
+
+def check_output_folder(path: str | os.PathLike | None, option: str = "--out") -> None:
+    """An output folder that is an existing file is refused before any work (instead of a traceback at the end)."""
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise ConfigError(f"{option} {path} is a file, not a folder: pass a folder (it is created if missing)")
+
 
 def devices_from_args(values: list[str] | None) -> list[str]:
     """Device names from repeated or comma-separated ``--device`` values (default: cpu-onnxruntime), once each."""

@@ -80,7 +80,7 @@ def devices_text() -> str:
     from slimda.profilers.devices import device_table
 
     rows = device_table()
-    cols = ["name", "runtime", "where", "precision", "description"]
+    cols = ["name", "runtime", "where", "precision", "precisions", "description"]
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols[:-1]}
     lines = ["  ".join(c.ljust(widths.get(c, 0)) for c in cols).rstrip()]
     for r in rows:

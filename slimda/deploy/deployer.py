@@ -394,11 +394,11 @@ class Deployer:
 
     def _measure(self, exported: ExportResult, device: DeviceProfile, opts: MeasureOptions,
                  table: LatencyTable | None) -> TableScaleLatency:
-        """The deployed model's latency on the device, timed the way its table was (``TableScaleLatency``)."""
+        """The shipped artefact (ONNX, IR, ``.ort``, engine) timed on the device as its table was timed."""
         from slimda.latency.build import measure_like_table
 
         with one_torch_thread():
-            return measure_like_table(exported.onnx, table, self.bank, device, opts)
+            return measure_like_table(exported.onnx, table, self.bank, device, opts, exported.artifact)
 
     # -- the manifest's parts
     def _network(self, config: WidthConfig) -> ChosenNetwork:

@@ -56,7 +56,8 @@ def latency_record(budgets: Budgets, measured: TableScaleLatency | None, predict
         round_or_none(raw.stats.p50 if raw else None), round_or_none(raw.stats.p90 if raw else None),
         measured.method if measured else None,
         round_or_none(measured.device_speed if measured else None, 4), raw.to_row() if raw else None,
-        budgets.latency_met(measured.latency_ms if measured else None, tolerance), tolerance)
+        budgets.latency_met(measured.latency_ms if measured else None, tolerance), tolerance,
+        raw.timed_file or None if raw else None, raw.timed_sha256 or None if raw else None)
 
 
 def round_or_none(value: float | None, digits: int = 6) -> float | None:

@@ -149,7 +149,8 @@ class QuantizedScorer:
             folder.mkdir()
             fp32, int8 = folder / FP32_NAME, folder / "model.onnx"
             parity = self.export(config, fp32, input_shape, opset)
-            reader = TargetCalibrationReader(self.scorer.target.dataset, self.calibration_indices(), INPUT_NAME)
+            reader = TargetCalibrationReader(self.scorer.target.dataset, self.calibration_indices(), INPUT_NAME,
+                                             batch=1 if self.dynamic_batch else input_shape[0])
             s = self.settings
             record = quantize_qdq(fp32, int8, reader, s.method, s.per_channel, activations)
             fp32_out, int8_out = onnx_outputs([fp32, int8], self.scored_images(),

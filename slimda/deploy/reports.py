@@ -8,15 +8,13 @@ scored on the quantized model itself (``slimda.deploy.precision``), as deploymen
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from slimda.model.space import WidthConfig, WidthSpace
-from slimda.select.evaluate import TargetScorer
-from slimda.tables import write_csv_atomic
+from slimda.select.evaluate import Score, TargetScorer
+from slimda.tables import atomic_output, write_csv_atomic
 
 if TYPE_CHECKING:
     from slimda.deploy.deployer import Deployer
@@ -24,7 +22,7 @@ if TYPE_CHECKING:
     from slimda.deploy.setup import BankRun
     from slimda.profilers.devices import DeviceProfile
 
-REPORT_COLUMNS: tuple[str, ...] = (
+BENCH_COLUMNS: tuple[str, ...] = (
     "device", "precision", "config_id", "width", "kind", "predicted_latency_ms", "upem", "target_acc", "flops_m",
     "params_m", "pareto_upem", "pareto_acc",
 )
@@ -56,14 +54,6 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
             on_front[i] = True
             best = points[i][1]
     return on_front
-
-
-@dataclass(frozen=True)
-class Score:
-    """A configuration's UPEM and target accuracy (None: unlabelled) in one precision."""
-
-    upem: float
-    target_acc: float | None
 
 
 def device_rows(device: str, precision: str, configs: Sequence[tuple[str, WidthConfig]],
@@ -148,20 +138,17 @@ def plot_device(rows: Sequence[Mapping[str, object]], deployments: Sequence[Mapp
         ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=110)
     finally:
-        tmp.unlink(missing_ok=True)
         plt.close(fig)
     return path
 
 
 def write_device_report(rows: Sequence[Mapping[str, object]], path: Path) -> Path:
-    """The rows as a CSV of ``REPORT_COLUMNS``, written atomically."""
-    return write_csv_atomic(path, [{c: r.get(c, "") for c in REPORT_COLUMNS} for r in rows])
+    """The rows as a CSV of ``BENCH_COLUMNS``, written atomically."""
+    return write_csv_atomic(path, [{c: r.get(c, "") for c in BENCH_COLUMNS} for r in rows])
 
 
 def lut_devices(run_dir: Path) -> list[str]:

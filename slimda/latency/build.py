@@ -31,6 +31,7 @@ from slimda.latency.table import (
 from slimda.model.bank import ModelBank
 from slimda.model.space import WidthConfig, WidthSpace
 from slimda.profilers import measurement
+from slimda.profilers.base import Artifact
 from slimda.profilers.devices import DeviceProfile, get_device
 from slimda.profilers.measurement import MeasureOptions
 
@@ -357,19 +358,21 @@ class TableScaleLatency:
 
 
 def measure_like_table(onnx_path: str | os.PathLike, table: LatencyTable | None, bank: ModelBank,
-                       device: str | DeviceProfile, options: MeasureOptions | None) -> TableScaleLatency:
-    """Time ``onnx_path`` as ``table`` was built: paired with the table's reference where the table is paired
-    and the device allows it (the latency at the device's speed during the build), else its raw median."""
+                       device: str | DeviceProfile, options: MeasureOptions | None,
+                       artifact: Artifact | None = None) -> TableScaleLatency:
+    """Time ``onnx_path`` (or the ``artifact`` built from it, which is then what is loaded and timed) as
+    ``table`` was built: paired with the table's reference where the table is paired and the device allows it
+    (the latency at the device's speed during the build), else its raw median."""
     dev = get_device(device)
     opts = options or MeasureOptions()
     if table is None or not pairs_here(table, dev, opts):
-        raw = measurement.measure(onnx_path, dev, opts)
+        raw = measurement.measure(onnx_path, dev, opts, artifact)
         return TableScaleLatency(raw.stats.p50, raw, "median of its own runs", None)
     assert table.reference_ms is not None
     with tempfile.TemporaryDirectory(prefix="slimda-reference-") as tmp, one_torch_thread():
         reference = Exporter(bank, table.plan, dev, Path(tmp), table.config(table.reference_id),
                              "int8" if table.precision == "int8" else None).reference_path
-        pair = measurement.measure_paired(onnx_path, reference, dev, opts)  # type: ignore[arg-type]
+        pair = measurement.measure_paired(onnx_path, reference, dev, opts, artifact)  # type: ignore[arg-type]
     return TableScaleLatency(
         pair.vs_reference * table.reference_ms, pair.measurement,
         f"paired with the table's reference {table.reference_id}: {pair.vs_reference:.4f} × its "

@@ -153,6 +153,8 @@ def load_target_images(spec: str, meta: BankMeta, calibration_images: int = 1024
 
 @dataclass(frozen=True)
 class Score:
+    """A configuration's UPEM and target accuracy in one precision."""
+
     upem: float
     target_acc: float | None  # None when the target has no labels; never used to choose
 
