@@ -13,7 +13,9 @@ BatchNorm recalibrated on target; target labels are read for scoring only):
 
 Each run is a ``slimda train`` subprocess with one thread (``--jobs`` run side by side). ``--code DIR`` runs
 another checkout of slimda (for example an older commit from ``git worktree add``) with the same options, to
-compare code against code; options that checkout does not know are left out and listed in the CSV.
+compare code against code, or to keep a long run on one commit while the working tree changes (a checkout
+needs ``slimda/profilers`` and ``slimda/export`` linked to its top-level folders, as the wheel maps them). A
+checkout without ``--threads`` gets one thread through ``OMP_NUM_THREADS``; ``--extra`` options it lacks are refused.
 
 Writes ``benchmarks/results/train_regression_<tag>.csv`` (one row per pair, method, seed, width) and prints,
 per (pair, method, width), the mean over seeds next to the committed baseline
@@ -22,7 +24,7 @@ larger than both ``--min-change`` points and twice its standard error from the s
 the targets: on every pair the bank's full width is at least source-only's + 2 points. ``--update-baseline``
 makes this run the committed baseline.
 
-    python benchmarks/train_regression.py                          # about 45 min on 2 cores
+    python benchmarks/train_regression.py                          # about 60 min on 2 cores
     python benchmarks/train_regression.py --code /tmp/old --tag before_photos --pairs digits-grey2colour
 """
 
@@ -185,10 +187,8 @@ def main() -> None:
     parser.add_argument("--update-baseline", action="store_true", help=f"write this run to {BASELINE.name}")
     args = parser.parse_args()
     args.code = args.code.resolve() if args.code else None
-    args.code_label = str(args.code) if args.code else "HEAD"
-    if not args.code:
-        args.code_label = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-                                         capture_output=True, text=True).stdout.strip() or "HEAD"
+    args.code_label = subprocess.run(["git", "-C", str(args.code or REPO), "describe", "--always", "--dirty"],
+                                     capture_output=True, text=True).stdout.strip() or str(args.code or REPO)
     pairs, methods = args.pairs.split(","), args.methods.split(",")
     unknown = [p for p in pairs if p not in PAIRS] + [m for m in methods if m not in METHODS]
     if unknown:

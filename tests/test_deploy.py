@@ -410,3 +410,27 @@ def test_every_batch_and_precision_builds_a_table(run_dir, tmp_path, precision, 
     table = LatencyTable.load(out)
     assert table.plan.input_shape[0] == int(batch) and table.precision == precision
     assert table.predict(target_bank(run_dir).space.largest()) > 0
+
+
+def test_re_measurements_export_the_tables_reference_once(run_dir, target, tmp_path, monkeypatch):
+    from slimda.latency import build
+
+    bank = target[0]
+    table = load_table(run_dir, "cpu-onnxruntime")
+    made = []
+    real = build.Exporter
+
+    def counting(*args, **kwargs):
+        made.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(build, "Exporter", counting)
+    monkeypatch.setattr(build, "_REFERENCES", build.weakref.WeakKeyDictionary())  # earlier tests' exports
+    onnx = tmp_path / "model.onnx"
+    from slimda.export.onnx_export import export_onnx
+
+    export_onnx(bank.extract(bank.space.smallest(), head="ca").eval(), onnx, (1, 1, 28, 28), 17)
+    first = build.measure_like_table(onnx, table, bank, "cpu-onnxruntime", FAST_OPTIONS)
+    second = build.measure_like_table(onnx, table, bank, "cpu-onnxruntime", FAST_OPTIONS)
+    assert len(made) == 1 and first.latency_ms > 0 and second.latency_ms > 0
+    assert first.method.startswith(f"paired with the table's reference {table.reference_id}")

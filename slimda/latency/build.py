@@ -10,6 +10,7 @@ import os
 import sys
 import tempfile
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -357,6 +358,25 @@ class TableScaleLatency:
     device_speed: float | None  # the reference's latency now / in the table (> 1: the device runs slower)
 
 
+# per bank: (reference id, input shape, device, precision) -> (its scratch folder, the exported reference)
+_REFERENCES: weakref.WeakKeyDictionary[ModelBank, dict[tuple, tuple[tempfile.TemporaryDirectory, Path]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def table_reference(table: LatencyTable, bank: ModelBank, dev: DeviceProfile) -> Path:
+    """The table's reference network exported (and for int8 quantized) as its build timed it: once per bank,
+    table and device in this process, however many deployments and retries re-measure against it."""
+    key = (table.reference_id, table.plan.input_shape, dev.name, table.precision)
+    exported = _REFERENCES.setdefault(bank, {})
+    if key not in exported:
+        scratch = tempfile.TemporaryDirectory(prefix="slimda-reference-")  # removed with the bank or at exit
+        reference = Exporter(bank, table.plan, dev, Path(scratch.name), table.config(table.reference_id),
+                             "int8" if table.precision == "int8" else None).reference_path
+        assert reference is not None  # a reference configuration was given
+        exported[key] = (scratch, reference)
+    return exported[key][1]
+
+
 def measure_like_table(onnx_path: str | os.PathLike, table: LatencyTable | None, bank: ModelBank,
                        device: str | DeviceProfile, options: MeasureOptions | None,
                        artifact: Artifact | None = None) -> TableScaleLatency:
@@ -369,10 +389,9 @@ def measure_like_table(onnx_path: str | os.PathLike, table: LatencyTable | None,
         raw = measurement.measure(onnx_path, dev, opts, artifact)
         return TableScaleLatency(raw.stats.p50, raw, "median of its own runs", None)
     assert table.reference_ms is not None
-    with tempfile.TemporaryDirectory(prefix="slimda-reference-") as tmp, one_torch_thread():
-        reference = Exporter(bank, table.plan, dev, Path(tmp), table.config(table.reference_id),
-                             "int8" if table.precision == "int8" else None).reference_path
-        pair = measurement.measure_paired(onnx_path, reference, dev, opts, artifact)  # type: ignore[arg-type]
+    with one_torch_thread():
+        reference = table_reference(table, bank, dev)
+        pair = measurement.measure_paired(onnx_path, reference, dev, opts, artifact)
     return TableScaleLatency(
         pair.vs_reference * table.reference_ms, pair.measurement,
         f"paired with the table's reference {table.reference_id}: {pair.vs_reference:.4f} × its "
