@@ -81,7 +81,7 @@ def known_options(code: Path | None) -> set[str]:
     """The NEWER_OPTIONS the checkout's ``slimda train --help`` lists."""
     env = dict(os.environ, PYTHONPATH=str(code)) if code else None
     text = subprocess.run([sys.executable, "-m", "slimda.cli", "train", "--help"], capture_output=True, text=True,
-                          env=env, timeout=300).stdout
+                          env=env, cwd=code or REPO, timeout=300).stdout
     return {opt for opt in NEWER_OPTIONS if opt in text}
 
 
@@ -99,8 +99,9 @@ def run_one(pair: str, method: str, seed: int, args: argparse.Namespace, known: 
     if args.code:
         env["PYTHONPATH"] = str(args.code)
     started = time.perf_counter()
+    # run from the checkout: ``python -m`` puts the working folder first on sys.path, before PYTHONPATH
     done = subprocess.run([sys.executable, "-m", "slimda.cli", "train", *options], capture_output=True, text=True,
-                          env=env, timeout=4 * 3600)
+                          env=env, cwd=args.code or REPO, timeout=4 * 3600)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{pair}/{method}/seed {seed} failed:\n{done.stderr[-2000:]}")

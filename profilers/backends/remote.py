@@ -284,13 +284,16 @@ atexit.register(close_sessions)
 
 def _measurement(answer: dict, target: SSHTarget, artifact: Artifact | None = None) -> Measurement:
     measurement = Measurement.from_dict(answer)
-    if artifact is not None:  # the host timed a copy named by its content: it must be the shipped file's bytes
+    if artifact is not None:  # the host timed a copy named by its content: the shipped file's bytes
         shipped = timed_fields(artifact.path)
-        if measurement.timed_sha256 != shipped["timed_sha256"]:
-            raise MeasurementError(f"the worker on {target.host} timed {measurement.timed_file or 'another file'} "
-                                   f"(SHA-256 {measurement.timed_sha256 or 'not reported'}), not the "
-                                   f"{artifact.path.name} that ships: update slimda there")
-        measurement = replace(measurement, **shipped)
+        if not measurement.timed_sha256:
+            raise MeasurementError(f"the worker on {target.host} did not say which file it timed: update slimda "
+                                   "there")
+        if measurement.timed_sha256 == shipped["timed_sha256"]:
+            measurement = replace(measurement, **shipped)  # named as it ships, not as the copy there is
+        elif artifact.kind != "ort":  # only an .ort of another platform is knowingly timed as a conversion
+            raise MeasurementError(f"the worker on {target.host} timed {measurement.timed_file}, not the "
+                                   f"{artifact.path.name} that ships (SHA-256 differs)")
     return replace(measurement, host=target.host).with_notes(
         f"measured over ssh on {target.host} (hostname {measurement.host}) by slimda.profilers.worker")
 
