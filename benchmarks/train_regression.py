@@ -37,6 +37,7 @@ import math
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,7 +61,7 @@ METHODS: dict[str, list[str]] = {
     "slimda": [],  # the default bank: DANN + SEED + OSTC
     "source-only": ["--objective", "source-only", "--no-seed"],
 }
-# options only newer code knows; left out (and recorded) when --code points at a checkout without them
+# options only newer code knows: --threads is left out for a checkout without it, the others refused in --extra
 NEWER_OPTIONS = ("--threads", "--workers", "--preprocess", "--print-every")
 TARGET_GAIN_PTS = 2.0
 
@@ -92,9 +93,6 @@ def run_one(pair: str, method: str, seed: int, args: argparse.Namespace, known: 
                "--iters", str(args.iters), "--seed", str(seed), "--out", str(out), "--force",
                *extra, *METHODS[method], *args.extra]
     options += ["--threads", "1"] if "--threads" in known else []  # older code: OMP_NUM_THREADS below
-    dropped = [opt for opt in options if opt.startswith("--") and opt in NEWER_OPTIONS and opt not in known]
-    if dropped:
-        raise SystemExit(f"{args.code} does not know {dropped}: leave those out of --extra")
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     if args.code:
         env["PYTHONPATH"] = str(args.code)
@@ -127,13 +125,8 @@ def summarise(rows: list[dict]) -> dict[tuple, tuple[float, float, int]]:
     groups: dict[tuple, list[float]] = defaultdict(list)
     for r in rows:
         groups[(r["pair"], r["method"], float(r["width"]))].append(float(r["target_acc_pct"]))
-    out = {}
-    for key, values in groups.items():
-        n = len(values)
-        mean = sum(values) / n
-        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
-        out[key] = (mean, std, n)
-    return out
+    return {key: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else float("nan"), len(v))
+            for key, v in groups.items()}
 
 
 def compare(new: dict, base: dict, min_change: float) -> list[str]:
@@ -196,6 +189,9 @@ def main() -> None:
         raise SystemExit(f"unknown pairs/methods {unknown}: pairs are {list(PAIRS)}, methods {list(METHODS)}")
     ensure_data(args.data)
     known = known_options(args.code)
+    unknown_extra = [opt for opt in args.extra if opt in NEWER_OPTIONS and opt not in known]
+    if unknown_extra:
+        raise SystemExit(f"{args.code} does not know {unknown_extra}: leave those out of --extra")
     jobs = [(p, m, int(s)) for p in pairs for m in methods for s in args.seeds.split(",")]
     print(f"{len(jobs)} runs of {args.iters} steps, {args.jobs} at a time ({args.code_label})", flush=True)
     with tempfile.TemporaryDirectory(prefix="train-regression-") as tmp, ThreadPoolExecutor(args.jobs) as pool:

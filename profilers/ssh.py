@@ -26,6 +26,15 @@ def remote_model_path(path: Path, remote_dir: str) -> str:
     return f"{remote_dir.rstrip('/')}/{path.stem}-{digest}{path.suffix or '.onnx'}"
 
 
+def upload_once(target: SSHTarget, path: Path, remote_dir: str) -> str:
+    """Copy ``path`` to ``remote_dir`` on ``target`` under its content name, unless it is there already (a file
+    of that name is this very file, copied whole); returns the remote path."""
+    remote = remote_model_path(path, remote_dir)
+    if not target.exists(remote):
+        target.put(path, remote)
+    return remote
+
+
 @dataclass(frozen=True)
 class SSHTarget:
     """``host`` is ``user@addr`` (or an alias from ~/.ssh/config); ``options`` are extra ``-o`` values."""

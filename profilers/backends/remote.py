@@ -39,7 +39,7 @@ from slimda.profilers.base import (
 )
 from slimda.profilers.config import PROTOCOL, MeasureOptions, SSHOptions
 from slimda.profilers.devices import DeviceProfile
-from slimda.profilers.ssh import SSHTarget, remote_model_path
+from slimda.profilers.ssh import SSHTarget, remote_model_path, upload_once
 from slimda.profilers.transport import TransportError
 
 
@@ -103,13 +103,6 @@ def _check_files(*paths: Path | None) -> None:
             raise SlimdaError(f"model file not found: {path}")
 
 
-def _upload(target: SSHTarget, path: Path, remote_dir: str) -> str:
-    remote = remote_model_path(path, remote_dir)
-    if not target.exists(remote):  # named by content: a file there is this very model, copied whole
-        target.put(path, remote)
-    return remote
-
-
 def _run_worker(path: Path, reference: Path | None, device: DeviceProfile, opts: MeasureOptions,
                 artifact: Artifact | None = None) -> tuple[dict, SSHTarget]:
     _check_files(path, reference, *(artifact.files if artifact else ()))
@@ -122,9 +115,9 @@ def _run_worker(path: Path, reference: Path | None, device: DeviceProfile, opts:
             return session.measure(path, reference, device, opts, artifact), target
         except _SessionLost:
             _drop_session(target, python)  # the one-shot way below says what went wrong, if anything
-    remote_onnx = _upload(target, path, ssh.remote_dir)
-    remote_reference = _upload(target, reference, ssh.remote_dir) if reference is not None else None
-    remote_artifact = artifact_request(artifact, [_upload(target, f, ssh.remote_dir)
+    remote_onnx = upload_once(target, path, ssh.remote_dir)
+    remote_reference = upload_once(target, reference, ssh.remote_dir) if reference is not None else None
+    remote_artifact = artifact_request(artifact, [upload_once(target, f, ssh.remote_dir)
                                                   for f in (artifact.files if artifact else ())])
     command = worker_command(python, device.name, remote_onnx, opts, remote_reference, remote_artifact)
     result = target.run(command, timeout=ssh.timeout_s)

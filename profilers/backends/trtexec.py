@@ -37,7 +37,7 @@ from slimda.profilers.base import (
 from slimda.profilers.config import MeasureOptions
 from slimda.profilers.devices import JETPACK_TRTEXEC, DeviceProfile, get_device
 from slimda.profilers.onnxinfo import InputSpec, activation_format, check_int8_model, input_specs, specs_text
-from slimda.profilers.ssh import SSHTarget, remote_model_path
+from slimda.profilers.ssh import SSHTarget, remote_model_path, upload_once
 from slimda.profilers.stats import compute_stats
 from slimda.profilers.transport import CommandResult, TransportError
 from slimda.tables import atomic_output
@@ -95,7 +95,9 @@ class _Plan:
     notes: str
 
 
-def _plan(path: Path, device: DeviceProfile, opts: MeasureOptions) -> _Plan:
+def _plan(path: Path, device: DeviceProfile, opts: MeasureOptions, upload: bool = True) -> _Plan:
+    """What running trtexec for ``path`` needs; the ONNX file is copied to the device unless ``upload`` is
+    false (an engine that ships is timed instead)."""
     if not path.is_file():
         raise SlimdaError(f"ONNX file not found: {path}")
     target = require_host(device, opts)
@@ -133,7 +135,8 @@ def _plan(path: Path, device: DeviceProfile, opts: MeasureOptions) -> _Plan:
     elif requested == "fp16":
         notes = join_notes(notes, "--fp16 allows fp16 kernels; TensorRT keeps fp32 where faster or required")
     remote_onnx = remote_model_path(path, opts.ssh.remote_dir)  # type: ignore[union-attr]  # require_host
-    target.put(path, remote_onnx)
+    if upload:
+        target.put(path, remote_onnx)
     return _Plan(target, version, requested, remote_onnx, shapes_arg(specs), specs, notes)
 
 
@@ -156,7 +159,7 @@ def measure_trtexec(path: Path, device: DeviceProfile, opts: MeasureOptions,
     the device under a name made from its content and timed with ``--loadEngine``, so the kernels timed are
     the kernels that ship (TensorRT picks them by timing, so a second build can differ).
     """
-    plan = _plan(path, device, opts)
+    plan = _plan(path, device, opts, upload=engine is None)
     trt = opts.tensorrt
     times_file = f"{plan.remote_onnx}.{uuid.uuid4().hex[:8]}.times.json"
     common = dict(warmup_ms=trt.warmup_ms, duration_s=max(1, math.ceil(opts.min_time_s)), iterations=opts.min_runs,
@@ -165,9 +168,8 @@ def measure_trtexec(path: Path, device: DeviceProfile, opts: MeasureOptions,
         argv = trtexec_command(trt.trtexec_path, plan.version, onnx=plan.remote_onnx, precision=plan.precision,
                                workspace_mib=trt.workspace_mib, **common)
     else:
-        remote_engine = remote_model_path(engine, opts.ssh.remote_dir)  # type: ignore[union-attr]  # _plan checked
-        if not plan.target.exists(remote_engine):  # named by content: a file there is this very engine
-            plan.target.put(engine, remote_engine)
+        remote_dir = opts.ssh.remote_dir  # type: ignore[union-attr]  # _plan checked there is a host
+        remote_engine = upload_once(plan.target, engine, remote_dir)
         argv = trtexec_command(trt.trtexec_path, plan.version, load_engine=remote_engine, **common)
     result = _run_checked(plan, argv, opts, device)
     summary = parse_trtexec_output(result.output)
