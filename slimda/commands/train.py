@@ -138,7 +138,7 @@ def resolve_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from slimda.data.loading import default_threads
     from slimda.tables import print_table
-    from slimda.train.distributed import init_distributed
+    from slimda.train.distributed import init_distributed, shutdown_distributed
     from slimda.train.trainer import Trainer
 
     if args.resume and args.force:
@@ -154,8 +154,13 @@ def run(args: argparse.Namespace) -> int:
 
         read_weights_file(cfg.init)
     init_distributed(cfg.device)
-    trainer = Trainer(cfg, args.out, progress=True)
-    summary = trainer.fit(resume=args.resume, force=args.force)
+    try:
+        trainer = Trainer(cfg, args.out, progress=True)
+        summary = trainer.fit(resume=args.resume, force=args.force)
+    except BaseException:
+        shutdown_distributed(succeeded=False)
+        raise
+    shutdown_distributed(succeeded=True)  # the last collective is behind us; rank 0 evaluates alone
     if trainer.rank == 0:
         print(f"trained {summary['steps']} steps in {summary['train_seconds']} s → {Path(args.out) / 'bank.pt'}",
               file=sys.stderr)

@@ -87,6 +87,20 @@ def init_distributed(device: str = "auto") -> None:
         dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")
 
 
+def shutdown_distributed(succeeded: bool) -> None:
+    """Leave the process group before the interpreter exits.
+
+    A gloo group left to the interpreter's exit can abort a rank ("terminate called without an active
+    exception": its threads are torn down while still joinable), turning a finished run into a failed one.
+    After success every rank waits for the others first, so none tears down a group another still uses;
+    after a failure there is no barrier (the others may never reach it).
+    """
+    if dist.is_available() and dist.is_initialized():
+        if succeeded:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def check_ranks_agree(model: nn.Module, rank: int, world: int) -> None:
     """All ranks must end with bit-identical weights; a mismatch would make bank.pt rank 0's alone."""
     # BatchNorm statistics follow each rank's own last batch (DDP re-broadcasts them at every forward):
