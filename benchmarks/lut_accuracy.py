@@ -45,7 +45,8 @@ from pathlib import Path
 import numpy as np
 
 from slimda.latency.build import build_table, default_in_channels
-from slimda.latency.table import LatencyTable, RoundNoise, read_rows
+from slimda.latency.noise import RoundNoise
+from slimda.latency.table import LatencyTable, read_rows
 from slimda.latency.validate import ValidationReport, accuracy, validate_table
 from slimda.model.bank import ModelBank
 from slimda.profilers.measurement import MeasureOptions

@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from slimda.deploy.deployer import DeployOptions
 from slimda.deploy.precision import FP32_NAME, Int8Settings, QuantizedScorer
 from slimda.deploy.setup import BankRun, TargetScoring
 from slimda.profilers.backends.openvino_cpu import compile_config
@@ -79,8 +78,7 @@ def bank_rows(args, opts: MeasureOptions) -> list[dict[str, object]]:
     run = BankRun.open(args.bank)
     space = run.bank.space
     scorer = run.scorer(TargetScoring(args.target, calibration_images=512, score_images=args.score_images))
-    deployer = run.deployer(scorer, DeployOptions(progress=False))
-    quantized = QuantizedScorer(scorer, Int8Settings(), deployer._export_fp32)
+    quantized = QuantizedScorer(scorer, Int8Settings())
     images = quantized.scored_images()
     labels = scorer.target.labels.numpy() if scorer.target.labels is not None else None
     calibration = [scorer.target.dataset[i][0][None].numpy().astype(np.float32)

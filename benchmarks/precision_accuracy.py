@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from slimda.deploy.deployer import DeployOptions
 from slimda.deploy.precision import Int8Settings, QuantizedScorer
 from slimda.deploy.setup import BankRun, TargetScoring
 from slimda.profilers.devices import get_device
@@ -61,7 +60,6 @@ def main() -> None:
     if scorer.target.labels is None:
         raise SystemExit(f"{args.target} has no labels: this benchmark reports accuracy")
     device = get_device(args.device)
-    deployer = run.deployer(scorer, DeployOptions(progress=False))
     space = bank.space
     configs = list(dict.fromkeys([space.smallest(), *(space.uniform(r) for r in space.ratios), space.largest()]))
     configs += space.sample_many(max(args.configs - len(configs), 0), args.seed, exclude=configs)
@@ -70,7 +68,7 @@ def main() -> None:
     for method in args.methods.split(","):
         for count in (int(c) for c in args.counts.split(",")):
             quantized = QuantizedScorer(scorer, Int8Settings(method, count, per_channel=not args.per_tensor,
-                                                                seed=args.seed), deployer._export_fp32)
+                                                                seed=args.seed))
             mine = []
             for i, config in enumerate(configs):
                 t0 = time.perf_counter()

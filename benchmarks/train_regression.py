@@ -24,7 +24,7 @@ larger than both ``--min-change`` points and twice its standard error from the s
 the targets: on every pair the bank's full width is at least source-only's + 2 points. ``--update-baseline``
 makes this run the committed baseline.
 
-    python benchmarks/train_regression.py                          # about 60 min on 2 cores
+    python benchmarks/train_regression.py                          # about 70 min on 2 cores
     python benchmarks/train_regression.py --code /tmp/old --tag before_photos --pairs digits-grey2colour
 """
 

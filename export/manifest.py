@@ -300,11 +300,12 @@ class Provenance:
     deploy_seconds: float
     deployed_at: str  # ISO 8601, UTC
     dir: str
+    scored_with: str | None = None  # where and how candidates were scored, e.g. "cuda:0 bf16 channels-last"
 
     def to_dict(self) -> dict[str, object]:
         return {"versions": dict(self.versions), "bank": {"run": self.bank_run, "sha256": self.bank_sha256},
                 "target": {"name": self.target_name, "images_scored": self.images_scored,
-                           "calibration_images": self.calibration_images},
+                           "calibration_images": self.calibration_images, "scored_with": self.scored_with},
                 "search": self.search.to_dict(), "attempts": [a.to_dict() for a in self.attempts],
                 "deploy_seconds": self.deploy_seconds, "deployed_at": self.deployed_at, "dir": self.dir}
 
@@ -316,7 +317,8 @@ class Provenance:
                    target["images_scored"], target["calibration_images"],  # type: ignore[arg-type]
                    SearchRecord.from_dict(d["search"]),  # type: ignore[arg-type]
                    tuple(Attempt.from_dict(a) for a in d["attempts"]),  # type: ignore[union-attr]
-                   d["deploy_seconds"], d["deployed_at"], d["dir"])  # type: ignore[arg-type]
+                   d["deploy_seconds"], d["deployed_at"], d["dir"],  # type: ignore[arg-type]
+                   target.get("scored_with"))  # type: ignore[arg-type]  # absent before scoring devices
 
 
 @dataclass(frozen=True)

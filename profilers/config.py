@@ -11,11 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from slimda.errors import ConfigError
-from slimda.profilers.devices import JETPACK_TRTEXEC, DeviceProfile
+from slimda.profilers.devices import JETPACK_TRTEXEC, PRECISIONS, DeviceProfile
 from slimda.profilers.ssh import SSHTarget
 from slimda.profilers.stats import LoopLimits
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # The fields every runtime uses: what the ssh worker receives (transport fields stay on the calling side).
 COMMON_FIELDS = ("threads", "precision", "batch", "resolution", "warmup", "min_runs", "min_time_s",
                  "max_runs", "max_time_s", "seed", "cache_dir")

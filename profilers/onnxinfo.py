@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from slimda.errors import ConfigError, SlimdaError
+from slimda.profilers.devices import BF16, FP16, FP32, INT8
 
 
 @dataclass(frozen=True)
@@ -118,10 +119,10 @@ def _float_precision_of(model) -> str:  # noqa: ANN001 - an onnx.ModelProto
 
     types = {t.data_type for t in model.graph.initializer}
     if TensorProto.FLOAT16 in types:
-        return "fp16"
+        return FP16
     if TensorProto.BFLOAT16 in types:
-        return "bf16"
-    return "fp32"
+        return BF16
+    return FP32
 
 
 QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
@@ -130,7 +131,7 @@ QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", 
 
 def is_quantized(onnx_path: str | Path) -> bool:
     """Whether the model holds quantization (QDQ pairs or integer operators): an int8 model."""
-    return model_precision(onnx_path) == "int8"
+    return model_precision(onnx_path) == INT8
 
 
 def model_precision(onnx_path: str | Path) -> str:
@@ -138,7 +139,7 @@ def model_precision(onnx_path: str | Path) -> str:
     is read once."""
     model = load_model(onnx_path)
     if any(node.op_type in QUANTIZED_OPS for node in model.graph.node):
-        return "int8"
+        return INT8
     return _float_precision_of(model)
 
 
@@ -162,7 +163,7 @@ def check_int8_model(onnx_path: str | Path, precision: str, device: str) -> str:
     """int8 is a property of the model (static QDQ quantization), not a runtime switch: refuse a float model
     asked to run int8. Returns the model's own precision (``model_precision``), what a row records."""
     found = model_precision(onnx_path)
-    if precision == "int8" and found != "int8":
+    if precision == INT8 and found != INT8:
         raise ConfigError(f"{device} runs int8 from a quantized model, and {Path(onnx_path).name} has no "
                           f"QuantizeLinear/DequantizeLinear nodes: quantize it first (slimda.export.quantize, "
                           f"calibrated on target images), or ask for fp32")

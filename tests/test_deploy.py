@@ -88,6 +88,7 @@ def test_deployed_onnx_matches_the_extracted_network_and_the_manifest_is_complet
     assert m["class_names"] == [str(i) for i in range(10)] and m["input_shape"] == [1, 1, 28, 28]
     assert m["mean"] == [0.5] and m["std"] == [0.5] and m["channels"] == 1
     assert m["versions"]["onnxruntime"] and m["versions"]["torch"]
+    assert m["target"]["scored_with"] == "cpu fp32 nchw"  # where the candidates were scored
     assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.onnx"]
     for name, record in m["files"].items():
         assert sha256_file(folder / name) == record["sha256"]
@@ -98,7 +99,7 @@ def test_deployed_onnx_matches_the_extracted_network_and_the_manifest_is_complet
     # independent parity check: the ONNX file against the PyTorch network extracted the same way
     import onnxruntime as ort
 
-    net = deployer(run_dir, target, tmp_path / "x").extract_calibrated(bank.space.from_id(m["config_id"]))
+    net = deployer(run_dir, target, tmp_path / "x").scorer.calibrated(bank.space.from_id(m["config_id"])).net("ca")
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     worst = 0.0
     for x in torch.cat(images.images)[:6].split(1):

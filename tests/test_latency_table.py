@@ -17,12 +17,12 @@ from slimda.data.preprocessing import Preprocessing
 from slimda.errors import SlimdaError
 from slimda.latency.build import build_table, plan_entries, reference_config
 from slimda.latency.fit import GroupModel, fit_correction
+from slimda.latency.noise import RoundNoise
 from slimda.latency.plan import plan_for
 from slimda.latency.table import (
     LATER_COLUMNS,
     TABLE_COLUMNS,
     LatencyTable,
-    RoundNoise,
     load_table,
     normalise_row,
     table_path,
@@ -410,7 +410,7 @@ def test_a_table_of_other_settings_is_not_resumed(small_bank, tmp_path, monkeypa
 
 # ------------------------------------------------------------------------------------------------ the CLI
 
-def test_profile_bank_command_end_to_end(tmp_path, capsys):
+def test_profile_bank_command_end_to_end(tmp_path, capsys, monkeypatch):
     from slimda.cli import main
 
     run = tmp_path / "run"
@@ -429,6 +429,20 @@ def test_profile_bank_command_end_to_end(tmp_path, capsys):
     table = load_table(run, "cpu-onnxruntime")
     assert table_path(run, "cpu-onnxruntime") == run / "latency" / "cpu-onnxruntime.csv"
     assert table.input_shape == (1, 1, 28, 28) and table.arch == "digits-cnn"
+    # a caller that holds the bank loads the table with that bank's plan: no bank is rebuilt to trace one
+    from slimda.latency import table as table_module
+    from slimda.model.bank import load_bank
+
+    bank, _ = load_bank(run)
+
+    def rebuild(*args):
+        raise AssertionError("the table rebuilt a bank from its description")
+
+    monkeypatch.setattr(table_module, "plan_from_description", rebuild)
+    held = load_table(run, "cpu-onnxruntime", bank=bank)
+    assert held.plan == table.plan
+    assert [held.predict(c) for c in bank.space.sample_many(5, 0)] == [table.predict(c) for c in
+                                                                       bank.space.sample_many(5, 0)]
     with (run / "latency" / "cpu-onnxruntime-validation.csv").open() as f:
         reader = csv.DictReader(f)
         assert (reader.fieldnames or [])[:3] == ["config_id", "predicted_ms", "measured_ms"]

@@ -125,6 +125,15 @@ def test_an_int8_table_is_built_from_quantized_entries_and_serves_int8_only(tmp_
     timed = [r for r in table.rows if r["entry_kind"] != "correction" and r["status"] == "ok"]
     assert timed and {r["precision"] for r in timed} == {"int8"}  # blocks and networks, all quantized
     assert {r["entry_kind"] for r in timed} >= {"block", "whole"} and table.precision == "int8"
+    assert {r["table_precision"] for r in table.rows} == {"int8"}  # stored on every row, the correction's too
+    # a table from before the column says its precision by what its rows ran in
+    from slimda.latency.table import LatencyTable, table_precision
+
+    old = [{**r, "table_precision": ""} for r in table.rows]
+    assert table_precision(old) == "int8" and LatencyTable(old).precision == "int8"
+    assert table_precision([{**r, "table_precision": "", "precision": "fp32"} for r in table.rows]) == "fp32"
+    with pytest.raises(SlimdaError, match="mixes rows built in fp32, int8"):
+        table_precision([*table.rows, {**table.rows[0], "table_precision": "fp32"}])
     path.rename(table_path(run, "cpu-onnxruntime"))  # an int8 table where the fp32 one belongs is refused
     with pytest.raises(SlimdaError, match="was timed in int8, not fp32"):
         load_table(run, "cpu-onnxruntime", "fp32")

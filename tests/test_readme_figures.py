@@ -1,9 +1,12 @@
 """The README's benchmark figures are the committed results': each figure it quotes is recomputed here from
 ``benchmarks/results/*.csv`` and must appear in the README as written (line breaks aside). A rerun that changes
-a CSV fails this test until the README says what the new CSV holds."""
+a CSV fails this test until the README says what the new CSV holds.
+
+One function per figure, in the README's order, each under a comment naming the command that writes its CSV."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -23,11 +26,99 @@ def pct(x: float) -> str:
     return f"{x:.1f}".rstrip("0").rstrip(".")
 
 
+def at_most(x: float) -> float:
+    """The least one-decimal number ≥ x: what the README may write after "≤"."""
+    return math.ceil(round(10 * x, 6)) / 10
+
+
+def at_least(x: float) -> float:
+    """The greatest one-decimal number ≤ x: what the README may write after "≥"."""
+    return math.floor(round(10 * x, 6)) / 10
+
+
+def span(x: pd.Series, digits: int = 1) -> str:
+    return f"{x.min():.{digits}f}–{x.max():.{digits}f}×"
+
+
+# python benchmarks/latency_noise.py --name latency_noise_paired
+def latency_noise_paired() -> str:
+    rows = pd.read_csv(RESULTS / "latency_noise_paired.csv")
+    paired = rows.loc[rows["mode"] == "paired", "mean_abs_dev_pct"]  # mean |round / median - 1| per case
+    return f"the ratio repeats within ~{paired.mean():.0f} % (`benchmarks/latency_noise.py`)"
+
+
+# python benchmarks/train_regression.py (--jobs 2 by default: two single-thread runs side by side)
+def train_regression_cost() -> str:
+    rows = pd.read_csv(RESULTS / "train_regression.csv")
+    runs = rows.drop_duplicates(["pair", "method", "seed"])
+    minutes = runs["train_seconds"].sum() / 2 / 60  # the wall time of two runs at a time, at least
+    seeds = " and ".join(str(s) for s in sorted(rows["seed"].unique()))
+    return f"({rows['iters'].iloc[0]} steps, seeds {seeds}, ~{round(minutes, -1):.0f} min on 2 cores)"
+
+
+# python benchmarks/train_regression.py --update-baseline
+def train_regression() -> str:
+    rows = pd.read_csv(RESULTS / "train_regression.csv")
+    full = rows[rows["width"] == 1.0].groupby(["pair", "method"])["target_acc_pct"].mean()
+    parts = [f"{pair} {full[(pair, 'slimda')]:.1f} vs {full[(pair, 'source-only')]:.1f}"
+             for pair in dict.fromkeys(rows["pair"])]
+    return "full width, bank vs source-only, mean of 2 seeds: " + "; ".join(parts)
+
+
+# python benchmarks/train_regression.py --update-baseline
+def train_regression_seed_noise() -> str:
+    rows = pd.read_csv(RESULTS / "train_regression.csv")
+    spread = rows.groupby(["pair", "method", "width"])["target_acc_pct"].agg(lambda s: s.max() - s.min())
+    full = spread.xs(1.0, level="width")
+    narrower = spread[spread.index.get_level_values("width") < 1.0]
+    return (f"At full width two seeds differ by up to {full.max():.0f} points here (up to {narrower.max():.0f} "
+            "at narrower widths)")
+
+
+# python benchmarks/profiler_agreement.py
 def profiler_agreement() -> str:
     ratios = pd.read_csv(RESULTS / "profiler_agreement.csv")["ratio"]
     return f"ratios {ratios.min():.3f}–{ratios.max():.3f} over {len(ratios)} models"
 
 
+# python benchmarks/lut_accuracy.py
+def lut_accuracy() -> str:
+    rows = pd.read_csv(RESULTS / "lut_accuracy.csv")
+    chosen = rows.groupby(["arch", "input", "device"], sort=False).head(1)["within_10pct"]  # the table's own form
+    return f"{pct(chosen.min())}–{pct(chosen.max())} % within ±10 % on every case"
+
+
+# python benchmarks/lut_accuracy.py --precision int8 --name lut_accuracy_int8 (the three cases the README names)
+def lut_accuracy_int8() -> str:
+    rows = pd.read_csv(RESULTS / "lut_accuracy_int8.csv")
+    chosen = rows.groupby(["arch", "input", "device"], sort=False).head(1)["within_10pct"]  # the table's own form
+    return f"int8 (digits-cnn on both, resnet18 64² on OpenVINO) {pct(chosen.min())}–{pct(chosen.max())} %"
+
+
+# python benchmarks/bank_vs_individual.py --objective confusion --name bank_vs_individual_confusion
+def bank_vs_individual() -> str:
+    runs = pd.read_csv(RESULTS / "bank_vs_individual_confusion.csv")
+    s = pd.read_csv(RESULTS / "bank_vs_individual_confusion_summary.csv")
+    s = s[s["head"] == "ca"].set_index(["method", "width"])
+
+    def accs(method: str) -> str:
+        return "/".join(f"{s.loc[(method, w), 'target_acc_pct_mean']:.1f}" for w in (0.25, 0.5, 0.75, 1.0))
+
+    seconds = s["train_seconds_mean"]  # per seed: the bank's run against the four widths' runs summed
+    return (f"the bank against widths trained alone and source-only ({runs['seed'].nunique()} seeds). "
+            f"{runs['objective'].iloc[0].capitalize()} objective, {runs['iters'].iloc[0]} steps, mean target "
+            f"accuracy at widths 0.25/0.5/0.75/1: bank {accs('a_slimda_bank')} %, widths alone {accs('c_alone')} %, "
+            f"source-only {accs('d_source_only')} %; the bank trains in "
+            f"{seconds['a_slimda_bank'].iloc[0] / seconds['c_alone'].iloc[0]:.2f}× the time of the four widths alone")
+
+
+# python benchmarks/search_regret.py --bank quickstart-out/run
+def search_regret() -> str:
+    regret = pd.read_csv(RESULTS / "search_regret.csv")["regret_searched_pts"]  # against the searched oracle
+    return f"the accuracy given up by choosing by UPEM ({regret.mean():.1f} points on average)"
+
+
+# python benchmarks/deploy_budget_sweep.py
 def deploy_budget_sweep() -> str:
     s = pd.read_csv(RESULTS / "deploy_budget_sweep_summary.csv").set_index("device")
     ort, ov = s.loc["cpu-onnxruntime"], s.loc["cpu-openvino"]
@@ -38,25 +129,151 @@ def deploy_budget_sweep() -> str:
             f"of {int(ov['deploys'])} on OpenVINO (the miss, {worst:.2f}× its budget")
 
 
-def lut_accuracy() -> str:
-    rows = pd.read_csv(RESULTS / "lut_accuracy.csv")
-    chosen = rows.groupby(["arch", "input", "device"], sort=False).head(1)["within_10pct"]  # the table's own form
-    return f"{pct(chosen.min())}–{pct(chosen.max())} % within ±10 % on every case"
+# python benchmarks/deploy_budget_sweep.py
+def deploy_budget_sweep_time() -> str:
+    seconds = pd.read_csv(RESULTS / "deploy_budget_sweep_summary.csv")["deploy_seconds_mean"]
+    return f"{seconds.min():.0f}–{seconds.max():.0f} s per deploy on average"
 
 
-def train_regression() -> str:
-    rows = pd.read_csv(RESULTS / "train_regression.csv")
-    full = rows[rows["width"] == 1.0].groupby(["pair", "method"])["target_acc_pct"].mean()
-    parts = [f"{pair} {full[(pair, 'slimda')]:.1f} vs {full[(pair, 'source-only')]:.1f}"
-             for pair in dict.fromkeys(rows["pair"])]
-    return "full width, bank vs source-only, mean of 2 seeds: " + "; ".join(parts)
+# python benchmarks/precision_speedup.py
+def precision_speedup() -> str:
+    rows = pd.read_csv(RESULTS / "precision_speedup.csv")
+    rows["speedup"] = 1 / rows["vs_fp32"]  # the CSV's speedup column is already rounded to 2 places
+    resnet = rows[rows["arch"] == "resnet18"]
+    uint8 = resnet[resnet["activations"] == "uint8"].groupby("device")["speedup"]
+    digits = rows[(rows["arch"] == "digits-cnn") & (rows["activations"] == "uint8")
+                  & (rows["device"] == "cpu-onnxruntime")]
+    slower = "/".join(f"{w:g}" for w in digits.loc[digits["speedup"] < 1, "width"])
+    return (f"resnet18 at 96² in int8 {span(uint8.get_group('cpu-onnxruntime'))} faster on ONNX Runtime, "
+            f"{span(uint8.get_group('cpu-openvino'))} on OpenVINO (uint8 activations), "
+            f"{span(resnet.loc[resnet['precision'] == 'bf16', 'speedup'])} in bf16 (this CPU has AVX-512 BF16); "
+            f"digits-cnn in int8 {span(digits['speedup'])} on ONNX Runtime, slower than fp32 at width {slower}.")
+
+
+# python benchmarks/openvino_int8_paths.py --bank RUN --archs resnet18,mobilenet_v2
+def openvino_int8_paths() -> str:
+    rows = pd.read_csv(RESULTS / "openvino_int8_paths.csv")
+    nncf = rows.groupby("arch")["nncf_vs_qdq"]
+    equal = [a for a in ("digits-cnn", "resnet18") if (nncf.get_group(a) - 1).abs().max() <= 0.05]  # within ±5 %
+    bank = rows[rows["case"] == "bank"]  # the trained bank: the only rows with accuracies
+    return (f"equal speed on {' and '.join(equal)}, NNCF {span(nncf.get_group('mobilenet_v2'), 2)} slower on "
+            f"MobileNetV2, agreement with fp32 {100 * bank['qdq_agreement'].mean():.2f} % (QDQ) and "
+            f"{100 * bank['nncf_agreement'].mean():.2f} % (NNCF)")
+
+
+# python benchmarks/precision_accuracy.py --bank RUN (the quickstart bank; --tag _no_seed on a --no-seed bank)
+def precision_accuracy() -> str:
+    s = pd.concat([pd.read_csv(RESULTS / f"precision_accuracy{tag}_summary.csv") for tag in ("", "_no_seed")])
+    default = pd.read_csv(RESULTS / "precision_accuracy_summary.csv").query("default").iloc[0]
+    return (f"{s['configs'].min()} sub-networks quantized as deploy does: on the digits banks int8 lost "
+            f"≤ {at_most(s['drop_max_pts'].max())} points (full width ≤ {at_most(s['drop_full_width_pts'].max())}), "
+            f"agreement ≥ {at_least(100 * s['agreement_min'].min())} %; every calibration setting was within noise "
+            f"and the rule picked {default['method']} on {default['images']} images (the default)")
+
+
+# python benchmarks/deploy_precision_sweep.py --bank RUN (the quickstart bank; --tag _no_seed on a --no-seed bank)
+def deploy_precision_sweep() -> str:
+    runs = [pd.read_csv(RESULTS / f"deploy_precision_sweep{tag}.csv") for tag in ("", "_no_seed")]
+    budgets = {run.groupby("device")["budget_ms"].nunique().max() for run in runs}.pop()  # the same in both
+    deployed = pd.concat(runs).query("status == 'ok'")
+    within = "every deploy" if deployed["within_5pct"].all() else f"{deployed['within_5pct'].sum()} of {len(deployed)}"
+    return f"`--precision auto` against fp32 at {budgets} budgets per CPU device: {within} within budget × 1.05"
+
+
+# python benchmarks/deploy_precision_sweep.py --bank RUN --tag _no_seed
+def deploy_precision_gain() -> str:
+    ov = pd.read_csv(RESULTS / "deploy_precision_sweep_no_seed_summary.csv").set_index("device").loc["cpu-openvino"]
+    never = "never below fp32" if ov["acc_gain_min_pts"] >= 0 else f"down to {ov['acc_gain_min_pts']:+.1f}"
+    return f"auto gained {ov['acc_gain_mean_pts']:+.1f} points on average on OpenVINO ({never})"
+
+
+# python benchmarks/deploy_precision_sweep.py --bank RUN (the quickstart bank; --tag _no_seed on a --no-seed bank)
+def deploy_precision_floor() -> str:
+    s = pd.concat([pd.read_csv(RESULTS / f"deploy_precision_sweep{tag}_summary.csv") for tag in ("", "_no_seed")])
+    floor = s.groupby("device")["floor_int8_over_fp32"]
+    return (f"OpenVINO's int8 floor is {span(floor.get_group('cpu-openvino'), 2)} fp32's, "
+            f"ONNX Runtime's {span(floor.get_group('cpu-onnxruntime'))}")
+
+
+# python benchmarks/input_pipeline.py
+def input_pipeline() -> str:
+    rows = pd.read_csv(RESULTS / "input_pipeline.csv")
+    pipe = rows[rows["kind"] == "pipeline"]
+    cache = pipe["cache_images"].astype(str) == "True"
+    plain, cached = (pipe[c].set_index("workers")["images_per_s"] for c in (~cache, cache))
+    step = rows[rows["kind"] == "train_step"].set_index("arch")["images_per_s"]
+
+    def each(x: pd.Series) -> str:
+        return " / ".join(f"{v:.0f}" for v in x)
+
+    return (f"{each(plain)} images/s with {each(plain.index.to_series())} workers, {each(cached)} with "
+            f"`--cache-images` (decoding is the cost the cache removes, {span(cached / plain)}); a ResNet-50 bank "
+            f"step at 96² consumes {step['resnet50']:.1f} images/s, MobileNetV2 {step['mobilenet_v2']:.1f}")
+
+
+# python benchmarks/train_throughput.py
+def train_throughput_ratio() -> str:
+    bank = pd.read_csv(RESULTS / "train_throughput.csv").query("part == 'bank'").set_index(["arch", "amp"])
+    r = bank["bank_vs_plain"]
+    return (f"bank/plain {r['resnet50', 'off']:.3f} (ResNet-50) and {r['mobilenet_v2', 'off']:.3f} (MobileNetV2) "
+            f"in fp32, {r['resnet50', 'bfloat16']:.3f} and {r['mobilenet_v2', 'bfloat16']:.3f} under bf16")
+
+
+# python benchmarks/train_throughput.py (peak_mb_* are MiB: bytes / 2**20)
+def train_throughput_memory() -> str:
+    bank = pd.read_csv(RESULTS / "train_throughput.csv").query("part == 'bank'")
+    r50 = bank[bank["arch"] == "resnet50"].set_index("amp")
+
+    def gib(mib: float) -> str:
+        return f"{mib / 1024:.2g} GiB"
+
+    return (f"is {gib(r50.loc['off', 'peak_mb_joint'])} in fp32, {gib(r50.loc['bfloat16', 'peak_mb_joint'])} in "
+            f"bf16, {gib(r50.loc['bfloat16', 'peak_mb_per-model'])} with `--backward per-model` (bf16), which costs "
+            f"{span(bank['per_model_vs_joint'], 2)} the joint step's time here")
+
+
+# python benchmarks/train_throughput.py
+def train_throughput_shared_host() -> str:
+    host = pd.read_csv(RESULTS / "train_throughput.csv").query("part == 'shared_host'").set_index("threads_rule")
+    every, half = host.loc["torch default (every core)"], host.loc["slimda default (half)"]
+    return (f"{every['steps_per_min_alone']:.3g} → {every['steps_per_min_shared']:.3g} steps/min each at torch's "
+            f"default threads (every core), {half['steps_per_min_alone']:.3g} → {half['steps_per_min_shared']:.3g} "
+            "at slimda's default (half the cores)")
+
+
+# python benchmarks/bank_flops.py
+def bank_flops() -> str:
+    rows = pd.read_csv(RESULTS / "bank_flops.csv").set_index(["arch", "config"])
+    full, quarter = rows.loc[("resnet50", "uniform 1.0")], rows.loc[("resnet50", "uniform 0.25")]
+    side = full["input"].split("x")[-1]
+    return (f"({full['classes']} classes, {side}² inputs): ResNet-50 {full['flops_m']:.1f} MFLOPs / "
+            f"{full['params_m']:.3f} M params at full width (torchvision: the same), {quarter['flops_m']:.1f} "
+            "MFLOPs at 0.25×")
 
 
 FIGURES: dict[str, Callable[[], str]] = {
-    "profiler_agreement": profiler_agreement,
-    "deploy_budget_sweep": deploy_budget_sweep,
-    "lut_accuracy": lut_accuracy,
+    "latency_noise_paired": latency_noise_paired,
+    "train_regression_cost": train_regression_cost,
     "train_regression": train_regression,
+    "train_regression_seed_noise": train_regression_seed_noise,
+    "profiler_agreement": profiler_agreement,
+    "lut_accuracy": lut_accuracy,
+    "lut_accuracy_int8": lut_accuracy_int8,
+    "bank_vs_individual": bank_vs_individual,
+    "search_regret": search_regret,
+    "deploy_budget_sweep": deploy_budget_sweep,
+    "deploy_budget_sweep_time": deploy_budget_sweep_time,
+    "precision_speedup": precision_speedup,
+    "openvino_int8_paths": openvino_int8_paths,
+    "precision_accuracy": precision_accuracy,
+    "deploy_precision_sweep": deploy_precision_sweep,
+    "deploy_precision_gain": deploy_precision_gain,
+    "deploy_precision_floor": deploy_precision_floor,
+    "input_pipeline": input_pipeline,
+    "train_throughput_ratio": train_throughput_ratio,
+    "train_throughput_memory": train_throughput_memory,
+    "train_throughput_shared_host": train_throughput_shared_host,
+    "bank_flops": bank_flops,
 }
 
 

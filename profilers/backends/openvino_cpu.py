@@ -16,12 +16,12 @@ from pathlib import Path
 from slimda.errors import SlimdaError
 from slimda.profilers.base import Artifact, LocalBackend, LocalModel, check_artifact_kind, timed_fields
 from slimda.profilers.config import MeasureOptions
-from slimda.profilers.devices import DeviceProfile
+from slimda.profilers.devices import BF16, FP16, FP32, INT8, DeviceProfile
 from slimda.profilers.onnxinfo import check_int8_model, input_specs, is_quantized, random_feed, specs_text
 
 # int8 comes from the model's Q/DQ nodes; the hint sets the precision of the layers left unquantized.
-HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
-_READ_BACK = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}
+HINTS = {FP32: "f32", FP16: "f16", BF16: "bf16", INT8: "f32"}
+_READ_BACK = {"f32": FP32, "f16": FP16, "bf16": BF16}
 
 
 def compile_config(precision: str, threads: int) -> dict[str, object]:
@@ -53,7 +53,7 @@ class OpenVINOBackend(LocalBackend):
 
         check_artifact_kind(artifact, ("openvino-ir", "onnx"), self.name)
         precision = options.precision_for(device)
-        quantized = check_int8_model(path, precision, device.name) == "int8"
+        quantized = check_int8_model(path, precision, device.name) == INT8
         threads = options.threads_for(device) or 1
         specs = input_specs(path, options.batch, options.resolution)
         core = ov.Core()
@@ -65,7 +65,7 @@ class OpenVINOBackend(LocalBackend):
             model.reshape({s.name: ov.PartialShape(list(s.shape)) for s in specs})
         compiled = core.compile_model(model, "CPU", compile_config(precision, threads))
         used, raw = precision_used(compiled)
-        used = "int8" if quantized else used
+        used = INT8 if quantized else used
         request = compiled.create_infer_request()
         for name, array in random_feed(specs, options.seed).items():
             request.set_tensor(name, ov.Tensor(array))

@@ -30,7 +30,7 @@ from slimda.profilers.base import (
     timed_fields,
 )
 from slimda.profilers.config import MeasureOptions
-from slimda.profilers.devices import DeviceProfile
+from slimda.profilers.devices import BF16, FP16, FP32, INT8, DeviceProfile
 from slimda.profilers.onnxinfo import check_int8_model, input_specs, random_feed, specs_text
 from slimda.profilers.stats import compute_stats
 from slimda.tables import atomic_output
@@ -71,7 +71,7 @@ def _check(result):
     return values[0] if len(values) == 1 else values
 
 
-def build_serialized_engine(onnx_path: str | Path, precision: str = "fp16", workspace_mib: int = 1024) -> bytes:
+def build_serialized_engine(onnx_path: str | Path, precision: str = FP16, workspace_mib: int = 1024) -> bytes:
     """Parse the ONNX file and build a serialised engine (``fp16`` sets ``BuilderFlag.FP16`` before TRT 11)."""
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
@@ -85,15 +85,15 @@ def build_serialized_engine(onnx_path: str | Path, precision: str = "fp16", work
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
     has_fp16_flag = hasattr(trt.BuilderFlag, "FP16")
     model_precision = check_int8_model(onnx_path, precision, "tensorrt")
-    if precision == "int8" and hasattr(trt.BuilderFlag, "INT8"):  # explicit quantization: scales in the model
+    if precision == INT8 and hasattr(trt.BuilderFlag, "INT8"):  # explicit quantization: scales in the model
         config.set_flag(trt.BuilderFlag.INT8)
         if has_fp16_flag:
             config.set_flag(trt.BuilderFlag.FP16)
-    elif precision == "fp16" and has_fp16_flag:
+    elif precision == FP16 and has_fp16_flag:
         config.set_flag(trt.BuilderFlag.FP16)
-    elif precision == "bf16" and hasattr(trt.BuilderFlag, "BF16"):
+    elif precision == BF16 and hasattr(trt.BuilderFlag, "BF16"):
         config.set_flag(trt.BuilderFlag.BF16)
-    elif precision != "fp32" and not has_fp16_flag and model_precision != precision:
+    elif precision != FP32 and not has_fp16_flag and model_precision != precision:
         raise ConfigError(f"TensorRT {trt.__version__} builds strongly typed networks only: convert the model "
                           f"to {precision} offline (python -m modelopt.onnx.autocast) or ask for fp32")
     serialized = builder.build_serialized_network(network, config)

@@ -35,7 +35,7 @@ from slimda.profilers.base import (
     timed_fields,
 )
 from slimda.profilers.config import MeasureOptions
-from slimda.profilers.devices import JETPACK_TRTEXEC, DeviceProfile, get_device
+from slimda.profilers.devices import FP16, INT8, JETPACK_TRTEXEC, DeviceProfile, get_device
 from slimda.profilers.onnxinfo import InputSpec, activation_format, check_int8_model, input_specs, specs_text
 from slimda.profilers.ssh import SSHTarget, remote_model_path, upload_once
 from slimda.profilers.stats import compute_stats
@@ -118,7 +118,7 @@ def _plan(path: Path, device: DeviceProfile, opts: MeasureOptions, upload: bool 
             notes = f"TensorRT version not detected; assumed {device.trt_version} for {device.name}"
     requested = opts.precision_for(device)
     model_precision = check_int8_model(path, requested, device.name)
-    if requested == "int8" and activation_format(path) == "uint8":
+    if requested == INT8 and activation_format(path) == "uint8":
         raise ConfigError(f"TensorRT's explicit quantization takes int8 symmetric activations, and {path.name} "
                           f"quantizes them to uint8 (the CPU runtimes' format): quantize it for {device.name} "
                           f"with activations='int8' (its profile's default)")
@@ -130,9 +130,9 @@ def _plan(path: Path, device: DeviceProfile, opts: MeasureOptions, upload: bool 
                 "(python -m modelopt.onnx.autocast --onnx_path model.onnx) or ask for --precision "
                 f"{model_precision}.")
         notes = join_notes(notes, "TensorRT 11: strongly typed, precision from the model")
-    elif requested == "int8":
+    elif requested == INT8:
         notes = join_notes(notes, "--int8 --fp16: int8 where the model's Q/DQ nodes say, fp16 elsewhere")
-    elif requested == "fp16":
+    elif requested == FP16:
         notes = join_notes(notes, "--fp16 allows fp16 kernels; TensorRT keeps fp32 where faster or required")
     remote_onnx = remote_model_path(path, opts.ssh.remote_dir)  # type: ignore[union-attr]  # require_host
     if upload:

@@ -39,6 +39,7 @@ import re
 from dataclasses import dataclass, field
 
 from slimda.errors import ConfigError, SlimdaError
+from slimda.profilers.devices import BF16, FP16, INT8
 from slimda.profilers.onnxinfo import InputSpec, shape_text
 from slimda.profilers.stats import LatencyStats
 
@@ -82,7 +83,7 @@ def version_from_output(text: str) -> TrtVersion | None:
 
 
 def trtexec_command(trtexec: str, version: TrtVersion, *, onnx: str | None = None, load_engine: str | None = None,
-                    precision: str = "fp16", workspace_mib: int = 1024, warmup_ms: int = 500, duration_s: int = 3,
+                    precision: str = FP16, workspace_mib: int = 1024, warmup_ms: int = 500, duration_s: int = 3,
                     iterations: int = 50, avg_runs: int = 10, export_times: str | None = None,
                     save_engine: str | None = None, shapes: str | None = None,
                     build_only: bool = False) -> list[str]:
@@ -115,11 +116,11 @@ def precision_flags(version: TrtVersion, precision: str) -> list[str]:
     """Flags that allow ``precision`` kernels; none at all from TensorRT 11 (strongly typed networks)."""
     if version[0] >= 11:
         return []
-    if precision == "fp16":
+    if precision == FP16:
         return ["--fp16"]
-    if precision == "int8":
+    if precision == INT8:
         return ["--int8", "--fp16"]
-    if precision == "bf16":
+    if precision == BF16:
         if version[0] < 10:
             raise ConfigError(f"TensorRT {version_text(version)} has no bf16 in trtexec: use fp16 or fp32")
         return ["--bf16"]

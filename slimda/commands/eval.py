@@ -34,10 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from slimda.data.loading import use_threads
     from slimda.model.bank import load_bank
+    from slimda.model.compute import resolve_compute
     from slimda.model.heads import HEADS
     from slimda.select.evaluate import evaluate_configs, load_target_images, standard_configs
     from slimda.tables import print_table
 
+    compute = resolve_compute(args.score_device, args.score_amp, args.score_layout)
     use_threads(args.score_threads, "--threads")
     bank, meta = load_bank(args.bank)
     target = load_target_images(args.target, meta, args.calibration_images, batch_size=args.batch_size,
@@ -49,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         configs = standard_configs(bank)
     rows = evaluate_configs(bank, configs, target.calibration, target.images, target.labels,
-                            heads=args.head or HEADS, distance=args.distance, input_shape=(1, *meta.input_chw))
+                            heads=args.head or HEADS, distance=args.distance, input_shape=(1, *meta.input_chw),
+                            compute=compute)
     print_table(rows, csv_format=args.csv)
     return 0

@@ -129,6 +129,23 @@ def add_target_scoring_arguments(parser: argparse.ArgumentParser | argparse._Arg
     parser.add_argument(*names, dest="score_threads", type=int, metavar="N",
                         help="torch's CPU threads for scoring sub-networks; default: half the cores, so a job beside "
                         "it on the host does not make both collapse")
+    add_score_compute_arguments(parser)
+
+
+def add_score_compute_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Where sub-networks are scored (BatchNorm recalibration and the forward pass over the target)."""
+    from slimda.model.compute import AMPS, DEVICES, LAYOUTS
+
+    parser.add_argument("--score-device", choices=DEVICES, default="auto",
+                        help="where sub-networks are scored: auto = a CUDA GPU when there is one, else the CPU "
+                        "(default: auto). The exported network is always recalibrated in fp32")
+    parser.add_argument("--score-amp", choices=AMPS, default="auto",
+                        help="autocast while scoring: auto = bf16 on a CUDA GPU (fp16 where it lacks bf16), off on "
+                        "the CPU; bf16 on the CPU is about 2x faster for photo-sized banks (default: auto; "
+                        "benchmarks/deploy_scale.py measures what it changes in the ranking)")
+    parser.add_argument("--score-layout", choices=LAYOUTS, default="auto",
+                        help="memory layout while scoring: auto = channels-last on a CUDA GPU, nchw on the CPU "
+                        "(default: auto)")
 
 
 def target_scoring_from_args(args: argparse.Namespace) -> TargetScoring:
@@ -136,7 +153,8 @@ def target_scoring_from_args(args: argparse.Namespace) -> TargetScoring:
     from slimda.deploy.setup import TargetScoring
 
     return TargetScoring(args.target, getattr(args, "head", None), args.distance, args.calibration_images,
-                         getattr(args, "score_images", 0), args.seed, args.workers, args.score_threads)
+                         getattr(args, "score_images", 0), args.seed, args.workers, args.score_threads,
+                         args.score_device, args.score_amp, args.score_layout)
 
 
 def add_int8_arguments(parser: argparse.ArgumentParser, search: bool = True) -> None:

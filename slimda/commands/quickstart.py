@@ -22,6 +22,8 @@ outputs (under --out):
 """
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from slimda.model.compute import DEVICES
+
     parser.add_argument("--out", default="quickstart-out", help="output folder (default: quickstart-out)")
     parser.add_argument("--iters", type=int, default=1000, help="training steps (default: 1000, about 4 minutes "
                         "on 2 cores)")
@@ -38,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="time each lookup-table entry for at least this long (default: 0.3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of training, search and reports (default: 0)")
     parser.add_argument("--fresh", action="store_true", help="start over: ignore what --out already holds")
+    parser.add_argument("--score-device", choices=DEVICES, default="auto",
+                        help="where deploy and the reports score sub-networks: auto = a CUDA GPU when there is one "
+                        "(default: auto)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     options = QuickstartOptions(
         out=Path(args.out), devices=tuple(devices_from_args(args.device or ["cpu-onnxruntime,cpu-openvino"])),
         iters=args.iters, budget_fraction=args.budget_fraction, fit_configs=args.fit_configs,
-        bench_configs=args.bench_configs, min_time=args.min_time, seed=args.seed, fresh=args.fresh)
+        bench_configs=args.bench_configs, min_time=args.min_time, seed=args.seed, fresh=args.fresh,
+        score_device=args.score_device)
     run_quickstart(options)
     return 0

@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from slimda.data.preprocessing import AUGMENTS, PHOTO_MIN_SIDE, PREPROCESSES
     from slimda.model.heads import HEADS
     from slimda.select.upem import DISTANCES
-    from slimda.train.config import AMP_MODES, BACKWARD_MODES, LR_SCHEDULES
+    from slimda.model.compute import AMPS
+    from slimda.train.config import BACKWARD_MODES, LR_SCHEDULES
     from slimda.train.objectives import objective_names
     from slimda.train.seed import CONFIDENCES
 
@@ -92,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--threads", type=int, metavar="N",
                        help="torch's CPU threads; default: half the cores, so a second job on the host (a table build, "
                        "a deploy, another training) does not make both collapse")
-    speed.add_argument("--amp", choices=AMP_MODES,
+    speed.add_argument("--amp", choices=AMPS,
                        help="mixed precision of the forward passes (losses stay float32): bf16, fp16 (with loss "
                        "scaling) or off; auto: bf16 on CUDA GPUs that have it, else fp16, off on the CPU. On the CPU "
                        "bf16 runs CPU autocast and fp16 is refused (default: auto)")

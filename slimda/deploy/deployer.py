@@ -17,14 +17,11 @@ atomically) and one row per deployment is appended to ``DIR/deploy_report.csv``.
 from __future__ import annotations
 
 import datetime as _dt
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import torch
 
 from slimda.console import one_torch_thread, progress_bar, say
 from slimda.deploy.outputs import (
@@ -36,8 +33,8 @@ from slimda.deploy.outputs import (
     round_or_none,
     staging,
 )
+from slimda.deploy.export import ExportResult, export_for_device
 from slimda.deploy.precision import (
-    FP32_NAME,
     Candidate,
     Int8Settings,
     QuantizedScorer,
@@ -60,38 +57,25 @@ from slimda.export.manifest import (
     sha256_file,
     tool_versions,
 )
-from slimda.export.onnx_export import INPUT_NAME, OUTPUT_NAME, PARITY_TOLERANCE, export_onnx, parity_error
+from slimda.export.onnx_export import INPUT_NAME, OUTPUT_NAME
 from slimda.model.bank import BankMeta, ModelBank
 from slimda.model.cost import BankCosts
 from slimda.model.heads import get_head
 from slimda.model.space import WidthConfig
+from slimda.profilers.devices import INT8
 from slimda.select.budget import Budget, Budgets
-from slimda.select.evaluate import TargetScorer, calibrated
+from slimda.select.evaluate import TargetScorer
 from slimda.select.search import Constraint, InfeasibleBudget, SearchResult, SearchSettings, evolutionary_search
 from slimda.tables import write_json_atomic
 
 if TYPE_CHECKING:
     from slimda.latency.build import TableScaleLatency
     from slimda.latency.table import LatencyTable
-    from slimda.profilers.base import Artifact
     from slimda.profilers.config import MeasureOptions
     from slimda.profilers.devices import DeviceProfile
 
 __all__ = ["Budget", "Budgets", "Deployer", "DeployOptions", "Deployment", "ExportResult", "Measurer",
            "REPORT_COLUMNS", "REPORT_NAME", "deploy_fleet"]
-PARITY_IMAGES = 8  # target images the exported model is compared on, one forward each
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    """One sub-network exported for a device: the ONNX file, the runtime's artefact and their parity."""
-
-    config: WidthConfig
-    onnx: Path
-    artifact: Artifact
-    parity: float  # largest relative ONNX Runtime vs PyTorch difference of the fp32 export (``PARITY_TOLERANCE``)
-    extra_files: tuple[Path, ...] = ()  # int8: the fp32 network the QDQ model was quantized from
-
 
 # Times an exported model on the device: (export, device, how to measure, the device's table or None).
 Measurer = Callable[["ExportResult", "DeviceProfile", "MeasureOptions", "LatencyTable | None"], "TableScaleLatency"]
@@ -146,7 +130,7 @@ class Deployer:
     def _table(self, device: DeviceProfile, precision: str | None = None) -> LatencyTable:
         from slimda.latency.table import load_table
 
-        table = load_table(self.run_dir, device.name, precision)
+        table = load_table(self.run_dir, device.name, precision, self.bank)
         if table.arch != self.bank.arch or tuple(table.input_shape[1:]) != self.input_chw:
             flag = "" if precision in (None, device.precision) else f" --precision {precision}"
             raise SlimdaError(
@@ -220,8 +204,7 @@ class Deployer:
     def quantized(self) -> QuantizedScorer:
         """int8 candidates quantized and scored, shared by the fleet (made on first use)."""
         if self._quantized is None:
-            self._quantized = QuantizedScorer(self.scorer, self.options.int8, self._export_fp32,
-                                              self.options.dynamic_batch)
+            self._quantized = QuantizedScorer(self.scorer, self.options.int8, self.options.dynamic_batch)
         return self._quantized
 
     def _select(self, device: DeviceProfile, budgets: Budgets, tables: dict[str, LatencyTable | None],
@@ -242,7 +225,7 @@ class Deployer:
                 continue
             results[precision] = result
             predict = table.predict if table is not None else None
-            if precision == "int8":
+            if precision == INT8:
                 ranked = sorted(result.evaluated.items(), key=lambda item: item[1])[: self.options.int8.finalists]
                 for config_id, _ in ranked:
                     config = self.bank.space.from_id(config_id)
@@ -311,7 +294,9 @@ class Deployer:
             config, precision, table = chosen.config, chosen.precision, tables[chosen.precision]
             popts = replace(opts, precision=precision)
             with staging(final) as stage:
-                exported = self._export(chosen, stage.path, device, input_shape, popts)
+                quantized = None if chosen.files is None else (chosen.files, chosen.parity or 0.0)
+                exported = export_for_device(self.scorer, config, stage.path, device, input_shape, popts,
+                                             self.options.ort_platform, self.options.dynamic_batch, quantized)
                 measured = measure(exported, device, popts, table) if self.options.measure else None
                 predicted = chosen.predicted_ms
                 latency_limit = limits[precision]
@@ -350,48 +335,6 @@ class Deployer:
         append_report(self.out_dir / REPORT_NAME, report_row(manifest))
         return Deployment(device.name, final, manifest, result, attempts)
 
-    def _export_fp32(self, config: WidthConfig, path: Path, input_shape: tuple[int, ...], opset: int) -> float:
-        """Export ``config``'s calibrated network to ``path`` in fp32; its parity with PyTorch (``SlimdaError``
-        when over ``PARITY_TOLERANCE``)."""
-        net = self.extract_calibrated(config)
-        export_onnx(net, path, input_shape, opset, dynamic_batch=self.options.dynamic_batch)
-        parity = self.parity(net, path, input_shape)
-        if self.options.dynamic_batch:  # a symbolic batch must give the same answers at another batch size
-            parity = max(parity, self.parity(net, path, (PARITY_IMAGES, *input_shape[1:])))
-        if parity > PARITY_TOLERANCE:
-            raise SlimdaError(f"exported ONNX differs from PyTorch by {parity:.2e} (relative; tolerance "
-                              f"{PARITY_TOLERANCE:g}) for {config.id}; nothing was deployed")
-        return parity
-
-    def _export(self, chosen: Candidate, stage: Path, device: DeviceProfile, input_shape: tuple[int, ...],
-                opts: MeasureOptions) -> ExportResult:
-        """The chosen candidate's ``model.onnx`` in ``stage`` and the runtime's artefact built from it: the
-        fp32 network, or for int8 the QDQ model that was scored (with its fp32 network beside it)."""
-        from slimda.export.artifacts import build_artifact
-
-        onnx_path = stage / "model.onnx"
-        if chosen.files is not None:
-            for name in ("model.onnx", FP32_NAME):
-                shutil.copy2(chosen.files / name, stage / name)
-            parity = chosen.parity or 0.0
-        else:
-            parity = self._export_fp32(chosen.config, onnx_path, input_shape, device.default_opset)
-        artifact = build_artifact(onnx_path, device, stage, opts, self.options.ort_platform)
-        extra = (stage / FP32_NAME,) if chosen.files is not None else ()
-        return ExportResult(chosen.config, onnx_path, artifact, parity, extra)
-
-    def extract_calibrated(self, config: WidthConfig) -> torch.nn.Module:
-        """The static network of ``config`` with BatchNorm statistics of the target images."""
-        return calibrated(self.bank, config, self.scorer.target.calibration).net(self.head).eval()
-
-    def parity(self, net: torch.nn.Module, onnx_path: Path, input_shape: tuple[int, ...]) -> float:
-        """Largest relative ONNX Runtime vs PyTorch difference over a few real target images."""
-        images = torch.cat(self.scorer.target.images)[: PARITY_IMAGES * input_shape[0]]
-        worst = 0.0
-        for start in range(0, len(images) - input_shape[0] + 1, input_shape[0]):
-            worst = max(worst, parity_error(net, onnx_path, images[start:start + input_shape[0]]))
-        return worst
-
     def _measure(self, exported: ExportResult, device: DeviceProfile, opts: MeasureOptions,
                  table: LatencyTable | None) -> TableScaleLatency:
         """The shipped artefact (ONNX, IR, ``.ort``, engine) timed on the device as its table was timed."""
@@ -422,7 +365,8 @@ class Deployer:
             tool_versions({"runtime_on_device": raw.runtime_version} if raw else None), str(self.run_dir),
             _bank_hash(self.bank_file), target.name, target.count, sum(len(x) for x in target.calibration), search,
             tuple(attempts), round(time.perf_counter() - started, 2),
-            _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(), str(final))
+            _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(), str(final),
+            self.scorer.compute.label)
 
 
 def deploy_fleet(deployer: Deployer, devices: Sequence[str], budgets: Budgets,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from slimda.deploy.export import FP32_NAME, export_checked
 from slimda.errors import ConfigError
 from slimda.export.manifest import PrecisionRecord
 from slimda.export.onnx_export import INPUT_NAME
@@ -37,6 +38,7 @@ from slimda.export.quantize import (
 )
 from slimda.model.heads import get_head
 from slimda.model.space import WidthConfig
+from slimda.profilers.devices import INT8
 from slimda.select.evaluate import TargetScorer
 from slimda.select.upem import upem
 
@@ -44,7 +46,6 @@ if TYPE_CHECKING:
     from slimda.profilers.devices import DeviceProfile
 
 AUTO = "auto"  # --precision auto: every precision the device supports
-FP32_NAME = "model.fp32.onnx"  # an int8 deployment's fp32 network, beside its QDQ model.onnx
 
 
 @dataclass(frozen=True)
@@ -106,17 +107,12 @@ class Candidate:
                 "target_acc": None if self.target_acc is None else round(self.target_acc, 5), "verdict": self.verdict}
 
 
-# (config, file, input shape, opset) -> the parity with PyTorch of the calibrated static network exported there
-Exporter = Callable[[WidthConfig, Path, tuple[int, ...], int], float]
-
-
 class QuantizedScorer:
     """int8 candidates of one bank quantized and scored on the target images, cached per (configuration,
     activation format, opset) for the whole fleet. Files live in a scratch folder removed with this object."""
 
-    def __init__(self, scorer: TargetScorer, settings: Int8Settings, export: Exporter,
-                 dynamic_batch: bool = False) -> None:
-        self.scorer, self.settings, self.export = scorer, settings.check(), export
+    def __init__(self, scorer: TargetScorer, settings: Int8Settings, dynamic_batch: bool = False) -> None:
+        self.scorer, self.settings = scorer, settings.check()
         self.dynamic_batch = dynamic_batch  # the exports take any batch: score them 64 images at a time
         self._dir = Path(tempfile.mkdtemp(prefix="slimda-int8-"))
         self._cache: dict[tuple, Candidate] = {}
@@ -136,7 +132,7 @@ class QuantizedScorer:
 
     def scored_images(self) -> np.ndarray:
         if self._images is None:
-            self._images = torch.cat(self.scorer.target.images).numpy().astype(np.float32)
+            self._images = torch.cat(self.scorer.target.images).cpu().numpy().astype(np.float32)
         return self._images
 
     def candidate(self, config: WidthConfig, activations: str, input_shape: tuple[int, ...], opset: int,
@@ -148,7 +144,7 @@ class QuantizedScorer:
             folder = self._dir / f"{len(self._cache):04d}"
             folder.mkdir()
             fp32, int8 = folder / FP32_NAME, folder / "model.onnx"
-            parity = self.export(config, fp32, input_shape, opset)
+            parity = export_checked(self.scorer, config, fp32, input_shape, opset, self.dynamic_batch)
             reader = TargetCalibrationReader(self.scorer.target.dataset, self.calibration_indices(), INPUT_NAME,
                                              batch=1 if self.dynamic_batch else input_shape[0])
             s = self.settings
@@ -159,7 +155,7 @@ class QuantizedScorer:
             agreement = float((fp32_out.argmax(1) == int8_out.argmax(1)).mean())
             labels = self.scorer.target.labels
             acc = None if labels is None else float((probs.argmax(1) == labels).float().mean())
-            self._cache[key] = Candidate(config, "int8", predicted_ms, self.scorer.upem(config),
+            self._cache[key] = Candidate(config, INT8, predicted_ms, self.scorer.upem(config),
                                          upem(probs, self.scorer.anchor, self.scorer.distance), agreement, acc,
                                          record, folder, parity)
         return replace(self._cache[key], predicted_ms=predicted_ms, verdict="finalist")

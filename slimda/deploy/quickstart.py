@@ -37,6 +37,7 @@ class QuickstartOptions:
     min_time: float = 0.3  # seconds each lookup-table entry is timed for at least
     seed: int = 0
     fresh: bool = False  # ignore what ``out`` already holds
+    score_device: str = "auto"  # where sub-networks are scored (auto: a CUDA GPU when there is one)
 
     def __post_init__(self) -> None:
         if not 0 < self.budget_fraction <= 1:
@@ -58,7 +59,8 @@ def run_quickstart(opts: QuickstartOptions) -> None:
     profile(run_dir, devices, opts.fit_configs, opts.seed, opts.min_time)
     _stage(3, "deploy under a latency budget inside each device's range")
     bank_run = BankRun.open(run_dir)
-    scorer = bank_run.scorer(TargetScoring("digits", calibration_images=512, score_images=1024, seed=opts.seed))
+    scorer = bank_run.scorer(TargetScoring("digits", calibration_images=512, score_images=1024, seed=opts.seed,
+                                           device=opts.score_device))
     deployments = deploy(bank_run.deployer(scorer, _deploy_options(opts.seed), out / "deploy"), devices,
                          opts.budget_fraction)
     _stage(4, "reports and plots")
@@ -127,8 +129,8 @@ def deploy(deployer: Deployer, devices: list[str], fraction: float) -> list[Depl
     from slimda.latency.table import load_table
 
     space = deployer.bank.space
-    return [deployer.deploy(name, Budgets(latency=budget_for(load_table(deployer.run_dir, name), space, fraction)))
-            for name in devices]
+    tables = {name: load_table(deployer.run_dir, name, bank=deployer.bank) for name in devices}
+    return [deployer.deploy(name, Budgets(latency=budget_for(tables[name], space, fraction))) for name in devices]
 
 
 def summarise(out: Path, deployments: list[Deployment], run_dir: Path, written: list[Path], seconds: float) -> None:

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from slimda.model.space import WidthConfig, WidthSpace
+from slimda.profilers.devices import INT8
 from slimda.select.evaluate import Score, TargetScorer
 from slimda.tables import atomic_output, write_csv_atomic
 
 if TYPE_CHECKING:
-    from slimda.deploy.deployer import Deployer
-    from slimda.deploy.precision import Int8Settings
+    from slimda.deploy.precision import Int8Settings, QuantizedScorer
     from slimda.deploy.setup import BankRun
     from slimda.profilers.devices import DeviceProfile
 
@@ -166,15 +166,14 @@ def table_precisions(run_dir: Path, devices: Sequence[str] | None = None) -> lis
     return [(name, p) for name in names for p in DEVICES[name].precisions if table_path(run_dir, name, p).is_file()]
 
 
-def _scoring(deployer: Deployer, device: DeviceProfile, precision: str,
+def _scoring(scorer: TargetScorer, quantized: QuantizedScorer, device: DeviceProfile, precision: str,
              input_shape: tuple[int, ...]) -> Callable[[WidthConfig], Score]:
     """How a report scores a configuration in ``precision``: int8 as quantized for ``device``, else in fp32."""
     def score(config: WidthConfig) -> Score:
-        if precision == "int8":
-            c = deployer.quantized.candidate(config, device.int8_activations, input_shape, device.default_opset, None)
+        if precision == INT8:
+            c = quantized.candidate(config, device.int8_activations, input_shape, device.default_opset, None)
             return Score(c.upem, c.target_acc)
-        s = deployer.scorer.score(config)
-        return Score(s.upem, s.target_acc)
+        return scorer.score(config)
     return score
 
 
@@ -184,9 +183,8 @@ def bench_devices(run: BankRun, scorer: TargetScorer, devices: Sequence[str], de
     and the deployed ones of ``deploy_dir``, in every precision the device has a table for (int8 scored as
     quantized with ``int8``, as deploy did); returns the files written. Every table is loaded before any work."""
     from slimda.console import progress_bar
-    from slimda.deploy.deployer import DeployOptions
     from slimda.deploy.outputs import REPORT_NAME
-    from slimda.deploy.precision import Int8Settings
+    from slimda.deploy.precision import Int8Settings, QuantizedScorer
     from slimda.errors import SlimdaError
     from slimda.latency.table import load_table
     from slimda.model.cost import BankCosts
@@ -199,8 +197,8 @@ def bench_devices(run: BankRun, scorer: TargetScorer, devices: Sequence[str], de
         if not any(d == name for d, _ in found):
             raise SlimdaError(f"no latency table for device {name} in {run.run_dir / 'latency'}: build it with "
                               f"`slimda-profile --device {name} --bank {run.run_dir}`")
-    tables = {(d, p): load_table(run.run_dir, d, p) for d, p in found}  # all readable, or fail now
-    deployer = run.deployer(scorer, DeployOptions(progress=False, int8=int8 or Int8Settings()))
+    tables = {(d, p): load_table(run.run_dir, d, p, bank) for d, p in found}  # all readable, or fail now
+    quantized = QuantizedScorer(scorer, int8 or Int8Settings())  # int8 exported and quantized as deploy does
     written = []
     for name in dict.fromkeys(d for d, _ in found):
         device = get_device(name)
@@ -211,7 +209,7 @@ def bench_devices(run: BankRun, scorer: TargetScorer, devices: Sequence[str], de
         for (d, precision), table in tables.items():
             if d != name:
                 continue
-            score = _scoring(deployer, device, precision, tuple(table.input_shape))
+            score = _scoring(scorer, quantized, device, precision, tuple(table.input_shape))
             with progress_bar(len(chosen), f"bench {name} {precision}", "config") as bar:
                 rows += device_rows(name, precision, chosen, score, table.predict, costs.flops, costs.params,
                                     bank.space.ratio_of, bar.update)

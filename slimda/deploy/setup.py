@@ -26,6 +26,9 @@ class TargetScoring:
     seed: int = 0  # chooses the images
     workers: int | None = None  # loader processes reading them (None: from the core count)
     threads: int | None = None  # torch's CPU threads while scoring (None: half the cores)
+    device: str = "auto"  # where sub-networks are scored (auto: a CUDA GPU when there is one)
+    amp: str = "auto"  # autocast while scoring (auto: bf16 on a GPU, off on the CPU)
+    layout: str = "auto"  # memory layout while scoring (auto: channels-last on a GPU, nchw on the CPU)
 
 
 @dataclass(frozen=True)
@@ -48,11 +51,19 @@ class BankRun:
     def scorer(self, scoring: TargetScoring) -> TargetScorer:
         """The target images loaded and preprocessed as the bank was trained, ready to score sub-networks."""
         from slimda.data.loading import use_threads
+        from slimda.model.compute import resolve_compute
 
+        compute = resolve_compute(scoring.device, scoring.amp, scoring.layout)  # a wrong option fails first
         use_threads(scoring.threads, "--score-threads")
         target = load_target_images(scoring.target, self.meta, scoring.calibration_images, scoring.score_images,
                                     seed=scoring.seed, workers=scoring.workers)
-        return TargetScorer(self.bank, target, scoring.head or self.meta.test_head, scoring.distance)
+        scorer = TargetScorer(self.bank, target, scoring.head or self.meta.test_head, scoring.distance, compute)
+        if compute.device.type != "cpu":
+            from slimda.console import say
+
+            kept = "kept on the GPU" if scorer.images_on_device else "copied to the GPU per batch (too large to keep)"
+            say(f"scoring sub-networks on {compute.label}; target images {kept}")
+        return scorer
 
     def deployer(self, scorer: TargetScorer, options: DeployOptions, out: str | os.PathLike | None = None) -> Deployer:
         """A ``Deployer`` of this bank scored by ``scorer``, writing to ``out`` (default RUN/deploy)."""

@@ -22,7 +22,11 @@ from slimda.console import one_torch_thread, progress_bar
 from slimda.errors import SlimdaError
 from slimda.latency.plan import BlockSlot, NetPlan, block_input_shape, plan_for, static_block
 from slimda.latency.table import (
+    BLOCK,
+    CORRECTION,
     TABLE_COLUMNS,
+    UNIFORM,
+    WHOLE,
     LatencyTable,
     is_ok_row,
     normalise_row,
@@ -33,6 +37,7 @@ from slimda.model.bank import ModelBank
 from slimda.model.space import WidthConfig, WidthSpace
 from slimda.profilers import measurement
 from slimda.profilers.base import Artifact
+from slimda.profilers.devices import INT8
 from slimda.profilers.devices import DeviceProfile, get_device
 from slimda.profilers.measurement import MeasureOptions
 
@@ -105,7 +110,7 @@ def plan_entries(space: WidthSpace, plan: NetPlan, fit_configs: int, seed: int, 
     a fraction of the build earlier or later. Blocks and wholes are thus timed under the same machine load
     and each network's rounds lie far apart (their median evens out drift on a shared machine)."""
     uniform, fit = fit_set(space, fit_configs, seed)
-    wholes = [("uniform", c) for c in uniform] + [("whole", c) for c in fit]
+    wholes = [(UNIFORM, c) for c in uniform] + [(WHOLE, c) for c in fit]
     seen: set[str] = set()
 
     def new_blocks(pairs: Iterable[tuple[BlockSlot, WidthConfig]]) -> list[Entry]:
@@ -114,7 +119,7 @@ def plan_entries(space: WidthSpace, plan: NetPlan, fit_configs: int, seed: int, 
             key = slot.key(config.as_dict())
             if key not in seen:
                 seen.add(key)
-                out.append(Entry("block", key, config, slot))
+                out.append(Entry(BLOCK, key, config, slot))
         return out
 
     own = [new_blocks((slot, config) for slot in plan.slots) for _, config in wholes]
@@ -177,7 +182,7 @@ class Exporter:
         else:
             module, shape = self.bank.extract(entry.config, head=HEAD), self.plan.input_shape
         export_onnx(module, path, shape, self.dev.default_opset)
-        if self.precision == "int8":
+        if self.precision == INT8:
             from slimda.export.quantize import quantize_for_timing
 
             quantize_for_timing(path, shape, self.dev.int8_activations)
@@ -208,9 +213,10 @@ def time_entry(entry: Entry, exporter: Exporter, options: MeasureOptions, last_u
 def _meta(entry: Entry, exporter: Exporter) -> dict[str, object]:
     plan = exporter.plan
     return {"entry_kind": entry.kind, "entry_key": entry.key,
-            "config_id": "" if entry.kind == "block" else entry.config.id,
+            "config_id": "" if entry.kind == BLOCK else entry.config.id,
             "arch": plan.arch, "net_input_shape": plan.input_text, "num_classes": plan.num_classes,
-            "opset": exporter.dev.default_opset, "reference_id": exporter.reference_id}
+            "opset": exporter.dev.default_opset, "reference_id": exporter.reference_id,
+            "table_precision": exporter.precision}
 
 
 def _check_same_table(rows: Sequence[Mapping[str, str]], plan: NetPlan, dev: DeviceProfile,
@@ -222,11 +228,14 @@ def _check_same_table(rows: Sequence[Mapping[str, str]], plan: NetPlan, dev: Dev
     precision = options.precision_for(dev)
     for row in rows:
         found = {k: str(row[k]) for k in wanted}
-        if not (is_ok_row(row) and row["entry_kind"] != "correction"):
+        timed = is_ok_row(row) and row["entry_kind"] != CORRECTION
+        if not timed:
             found["threads"] = wanted["threads"]  # failure rows record the requested threads, or none
-        elif (row.get("precision") == "int8") != (precision == "int8"):
-            raise SlimdaError(f"{path} was built in {row.get('precision')}, and this build asks for {precision}: "
-                              f"a table serves only the precision it was timed in. Pass --out for the "
+        built_in = row.get("table_precision")  # what the build asked for (older tables: what the row ran in)
+        if (built_in and built_in != precision) or (
+                not built_in and timed and (row.get("precision") == INT8) != (precision == INT8)):
+            raise SlimdaError(f"{path} was built in {built_in or row.get('precision')}, and this build asks for "
+                              f"{precision}: a table serves only the precision it was timed in. Pass --out for the "
                               f"{precision} table, or leave --precision out to extend this one")
         if found != wanted:
             if {k for k in wanted if found[k] != wanted[k]} == {"reference_id"}:
@@ -279,7 +288,7 @@ def build_table(
     reference = reference_config(space) if paired and measurement.can_pair(dev, opts) else None
     rows, intact = read_rows(path)
     _check_same_table(rows, plan, dev, opts, path, reference.id if reference else "")
-    rows = [r for r in rows if r["entry_kind"] != "correction" and (not retry_failed or r["status"] != "failed")]
+    rows = [r for r in rows if r["entry_kind"] != CORRECTION and (not retry_failed or r["status"] != "failed")]
     counts = Counter((r["entry_kind"], r["entry_key"]) for r in rows)
     entries = plan_entries(space, plan, fit_configs, seed, enumerate_limit, whole_rounds)
     todo = [e for e in entries if counts[(e.kind, e.key)] <= e.round]
@@ -330,7 +339,8 @@ def _correction_row(table: LatencyTable, rows: Sequence[Mapping[str, object]], p
     template = next((r for r in rows if is_ok_row(r)), {})
     return {**{k: template.get(k, "") for k in ("device", "runtime", "runtime_version", "precision", "threads",
                                                  "batch", "host")},
-            "device": dev.name, "entry_kind": "correction", "entry_key": c.terms, "coef_a": round(c.a, 6),
+            "device": dev.name, "entry_kind": CORRECTION, "entry_key": c.terms,
+            "table_precision": table.precision, "coef_a": round(c.a, 6),
             "coef_b_ms": round(c.b, 6), "coef_c_ms_per_mb": round(c.c, 6), "coef_d_ms_per_mb_spilled": round(c.d, 6),
             "spill_knee_mb": round(c.knee_mb, 6), "coef_slots": " ".join(f"{e:.6g}" for e in c.slot_coef),
             "status": "ok",
@@ -371,7 +381,7 @@ def table_reference(table: LatencyTable, bank: ModelBank, dev: DeviceProfile) ->
     if key not in exported:
         scratch = tempfile.TemporaryDirectory(prefix="slimda-reference-")  # removed with the bank or at exit
         reference = Exporter(bank, table.plan, dev, Path(scratch.name), table.config(table.reference_id),
-                             "int8" if table.precision == "int8" else None).reference_path
+                             INT8 if table.precision == INT8 else None).reference_path
         assert reference is not None  # a reference configuration was given
         exported[key] = (scratch, reference)
     return exported[key][1]

@@ -143,7 +143,7 @@ def plan_for(bank: ModelBank, resolution: tuple[int, int], batch: int = 1) -> Ne
     """Trace the bank's blocks once (shapes do not depend on widths) and name each block's channel sites."""
     was_training = bank.training
     bank.eval()
-    x = torch.zeros(1, bank.in_channels, *resolution)
+    x = torch.zeros(1, bank.in_channels, *resolution, device=next(bank.parameters()).device)
     slots: list[BlockSlot] = []
     prev = Channels(None, bank.in_channels)
     try:

@@ -39,8 +39,8 @@ are skipped; an entry that fails on the device becomes a ``status=failed`` row w
 out of every fit and prediction.
 
 Modules: slimda.latency.plan (block slots and keys), slimda.latency.fit (the regression and the correction),
-this one (the table and its predictions), slimda.latency.build (building), slimda.latency.validate
-(validation).
+slimda.latency.noise (how well a device repeats its timings), this one (the table and its predictions),
+slimda.latency.build (building), slimda.latency.validate (validation).
 """
 
 from __future__ import annotations
@@ -53,23 +53,34 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
 from slimda.errors import ConfigError, SlimdaError
 from slimda.latency.fit import Correction, GroupModel, fit_correction
-from slimda.latency.plan import BlockSlot, NetPlan, key_channels, key_group, plan_from_description
+from slimda.latency.noise import RoundNoise
+from slimda.latency.plan import BlockSlot, NetPlan, key_channels, key_group, plan_for, plan_from_description
+from slimda.model.bank import ModelBank
 from slimda.model.space import WidthConfig, parse_config_id
+from slimda.profilers.devices import INT8
 from slimda.profilers.measurement import PAIRED_COLUMNS, ROW_COLUMNS
 
-ENTRY_KINDS = ("block", "uniform", "whole", "correction")
+# What a row of a table is (see the module's docstring), as its ``entry_kind`` column writes it
+EntryKind = Literal["block", "uniform", "whole", "correction"]
+BLOCK: EntryKind = "block"
+UNIFORM: EntryKind = "uniform"
+WHOLE: EntryKind = "whole"
+CORRECTION: EntryKind = "correction"
+ENTRY_KINDS: tuple[EntryKind, ...] = get_args(EntryKind)
 TABLE_COLUMNS: tuple[str, ...] = (
     "entry_kind", "entry_key", "config_id", *ROW_COLUMNS, *PAIRED_COLUMNS, "reference_id", "weights_mb",
     "arch", "net_input_shape", "num_classes", "opset", "coef_a", "coef_b_ms", "coef_c_ms_per_mb",
-    "coef_d_ms_per_mb_spilled", "spill_knee_mb", "coef_slots",
+    "coef_d_ms_per_mb_spilled", "spill_knee_mb", "coef_slots", "table_precision",
 )
 # columns added since the first table format; a table that lacks some of them still loads
-LATER_COLUMNS = (*PAIRED_COLUMNS, "reference_id", "coef_d_ms_per_mb_spilled", "spill_knee_mb", "coef_slots")
+LATER_COLUMNS = (*PAIRED_COLUMNS, "reference_id", "coef_d_ms_per_mb_spilled", "spill_knee_mb", "coef_slots",
+                 "table_precision")
 
 # ------------------------------------------------------------------------------------------------ the table
 
@@ -109,6 +120,20 @@ def reference_ms(rows: Iterable[Mapping[str, object]]) -> float | None:
     return float(np.median(values)) if values else None
 
 
+def table_precision(rows: Iterable[Mapping[str, object]]) -> str:
+    """The precision a table was built in: what its rows record (``table_precision``: the precision the build
+    asked for). A table from before that column says it by what its rows were timed in: int8 where any row
+    ran a quantized model, else the first of the float precisions its rows ran in."""
+    stored = {str(r["table_precision"]) for r in rows if r.get("table_precision")}
+    if len(stored) > 1:
+        raise SlimdaError(f"latency table mixes rows built in {', '.join(sorted(stored))}: a table serves one "
+                          "precision; rebuild it")
+    if stored:
+        return stored.pop()
+    timed = {str(r["precision"]) for r in rows if is_ok_row(r) and r["entry_kind"] != CORRECTION}
+    return INT8 if INT8 in timed else (min(timed) if timed else "")
+
+
 def row_latency(row: Mapping[str, object], reference: float | None) -> float:
     """A row's latency in ms: ``vs_reference`` × the table's reference latency when the row is paired, else its
     raw median."""
@@ -133,59 +158,13 @@ def _medians(rounds: Mapping[str, Sequence[float]]) -> dict[str, float]:
     return {k: float(np.median(v)) for k, v in rounds.items()}
 
 
-@dataclass(frozen=True)
-class RoundNoise:
-    """How much the same whole network's timings differ between the rounds of a build: the noise floor.
-
-    ``repeatable`` is the share of networks whose every round lies within ±10 % of their median; no table can
-    predict latencies to ±10 % more often than the device repeats its own timings that closely.
-    ``spread`` is the median over networks of (slowest round / fastest round − 1)."""
-
-    networks: int
-    repeatable: float
-    spread: float
-
-    @staticmethod
-    def repeats(rounds: Sequence[float]) -> bool:
-        """Whether every round lies within ±10 % of the median round."""
-        v = np.asarray(rounds, dtype=float)
-        return bool(np.all(np.abs(v / np.median(v) - 1) <= 0.1))
-
-    @classmethod
-    def of(cls, rounds: Iterable[Sequence[float]]) -> RoundNoise:
-        repeated = [np.asarray(v, dtype=float) for v in rounds if len(v) > 1]
-        if not repeated:
-            return cls(0, float("nan"), float("nan"))
-        close = [cls.repeats(v) for v in repeated]
-        return cls(len(repeated), float(np.mean(close)), float(np.median([v.max() / v.min() - 1 for v in repeated])))
-
-    @property
-    def noisy(self) -> bool:
-        return self.networks > 0 and self.repeatable < NOISY_BELOW
-
-    def text(self) -> str:
-        if not self.networks:
-            return "no network was timed twice, so the device's repeatability is unknown"
-        return (f"{100 * self.repeatable:.0f} % of {self.networks} networks timed within ±10 % in every round "
-                f"(median spread between rounds {100 * self.spread:.1f} %)")
-
-    def advice(self, device: str) -> str:
-        """What a user should do about a noisy device (empty when it is quiet enough)."""
-        if not self.noisy:
-            return ""
-        return (f"warning: {device} does not repeat its own timings: {self.text()}. No table can predict "
-                "latencies closer than the device repeats them. Profile on an otherwise idle device with fixed "
-                "clocks (on a Jetson: `sudo nvpmodel -m 0 && sudo jetson_clocks`), or time more rounds "
-                "(--rounds) so that each network's median steadies.")
-
-
-NOISY_BELOW = 0.9  # the issue's target share within ±10 %: a device less repeatable than this cannot reach it
-
-
 class LatencyTable:
     """A device's latency lookup table for one bank width space: ``predict(config) -> ms``."""
 
-    def __init__(self, rows: Iterable[Mapping[str, object]], plan: NetPlan | None = None) -> None:
+    def __init__(self, rows: Iterable[Mapping[str, object]], plan: NetPlan | None = None,
+                 bank: ModelBank | None = None) -> None:
+        """``plan``: the table's block plan; else traced from ``bank`` (the bank the caller holds) when it is the
+        table's architecture and classes, else from a bank built for the table's description."""
         self.rows = [normalise_row(r) for r in rows]
         meta = next((r for r in self.rows if r["arch"] and r["net_input_shape"]), None)
         if meta is None:
@@ -194,23 +173,25 @@ class LatencyTable:
         self.device = str(meta["device"])
         self.input_shape = tuple(int(d) for d in str(meta["net_input_shape"]).split("x"))
         self.num_classes = int(meta["num_classes"])  # type: ignore[arg-type]
-        self.plan = plan or plan_from_description(self.arch, self.input_shape, self.num_classes)  # type: ignore[arg-type]
+        if plan is None and bank is not None and (bank.arch, bank.num_classes, bank.in_channels) == (
+                self.arch, self.num_classes, self.input_shape[1]):
+            plan = plan_for(bank, self.input_shape[2:], self.input_shape[0])  # type: ignore[arg-type]
+        self.plan = plan or plan_from_description(self.arch, self.input_shape,  # type: ignore[arg-type]
+                                                  self.num_classes)
         self.reference_ms = reference_ms(self.rows)
         self.reference_id = next((str(r["reference_id"]) for r in self.rows if r["reference_id"]), "")
-        timed = {str(r["precision"]) for r in self.rows if is_ok_row(r) and r["entry_kind"] != "correction"}
-        # int8 tables time quantized models; any other precision is whatever the runtime ran floats in
-        self.precision = "int8" if "int8" in timed else (min(timed) if timed else "")
-        self.block_ms = _medians(_rounds(self.rows, ("block",), "entry_key", self.reference_ms))
-        whole_rounds = _rounds(self.rows, ("uniform", "whole"), "config_id", self.reference_ms)
+        self.precision = table_precision(self.rows)
+        self.block_ms = _medians(_rounds(self.rows, (BLOCK,), "entry_key", self.reference_ms))
+        whole_rounds = _rounds(self.rows, (UNIFORM, WHOLE), "config_id", self.reference_ms)
         self.whole_ms = _medians(whole_rounds)
         self.noise = RoundNoise.of(whole_rounds.values())
-        self.uniform_ids = {str(r["config_id"]) for r in self.rows if r["entry_kind"] == "uniform"}
-        self.fit_ids = {str(r["config_id"]) for r in self.rows if r["entry_kind"] == "whole"}
+        self.uniform_ids = {str(r["config_id"]) for r in self.rows if r["entry_kind"] == UNIFORM}
+        self.fit_ids = {str(r["config_id"]) for r in self.rows if r["entry_kind"] == WHOLE}
         self._groups: dict[str, GroupModel | None] = {}
         self._memo: dict[str, tuple[float, float, bool]] = {}
         self._complete: dict[str, bool] = {}  # slot name: every key it can take was timed
         self._choices: dict[str, set[int]] | None = None  # site: its widths (from the uniform networks)
-        stored = [r for r in self.rows if r["entry_kind"] == "correction" and r["status"] == "ok"]
+        stored = [r for r in self.rows if r["entry_kind"] == CORRECTION and r["status"] == "ok"]
         slots = tuple(_float(v) for v in str(stored[-1]["coef_slots"] or "").split()) if stored else ()
         if stored and None not in slots and len(slots) in (0, len(self.plan.slots)):
             r = stored[-1]
@@ -224,11 +205,12 @@ class LatencyTable:
 
     # -- persistence
     @classmethod
-    def load(cls, path: str | os.PathLike) -> LatencyTable:
+    def load(cls, path: str | os.PathLike, bank: ModelBank | None = None) -> LatencyTable:
+        """The table in ``path``; ``bank``: the caller's bank, whose plan it uses (see ``__init__``)."""
         rows, _complete = read_rows(Path(path))
         if not rows:
             raise SlimdaError(f"latency table {path} has no rows")
-        return cls(rows)
+        return cls(rows, bank=bank)
 
     def save(self, path: str | os.PathLike) -> Path:
         from slimda.tables import write_csv_atomic
@@ -276,7 +258,7 @@ class LatencyTable:
         entries = self.blocks(config)
         total, mb, fallback = _totals(entries)
         if config.id in self.whole_ms:
-            source = "uniform" if config.id in self.uniform_ids else "whole"
+            source = UNIFORM if config.id in self.uniform_ids else WHOLE
             return Prediction(config.id, self.whole_ms[config.id], source, total, mb, fallback)
         slots = [e[0] for e in entries] if self.correction.slot_coef else []
         return Prediction(config.id, max(self.correction(total, mb, slots), 1e-6), "blocks", total, mb, fallback)
@@ -387,15 +369,17 @@ def table_path(run_dir: str | os.PathLike, device: str, precision: str | None = 
     return Path(run_dir) / "latency" / f"{device}{suffix}.csv"
 
 
-def load_table(run_dir: str | os.PathLike, device: str, precision: str | None = None) -> LatencyTable:
-    """The run's table for ``device`` in ``precision`` (default: the device's); a missing one raises
-    ``SlimdaError`` saying how to build it, and a table timed in another precision is never returned."""
+def load_table(run_dir: str | os.PathLike, device: str, precision: str | None = None,
+               bank: ModelBank | None = None) -> LatencyTable:
+    """The run's table for ``device`` in ``precision`` (default: the device's), with the plan of ``bank`` (the
+    run's bank, which the caller holds: no bank is rebuilt to trace it); a missing one raises ``SlimdaError``
+    saying how to build it, and a table timed in another precision is never returned."""
     path = table_path(run_dir, device, precision)
     flag = f" --precision {precision}" if precision else ""
     if not path.is_file():
         raise SlimdaError(f"no latency table for device {device}{' in ' + precision if precision else ''} at "
                           f"{path}: build it with `slimda-profile --device {device} --bank {run_dir}{flag}`")
-    table = LatencyTable.load(path)
+    table = LatencyTable.load(path, bank)
     if precision is not None and table.precision and table.precision != precision:
         raise SlimdaError(f"{path} was timed in {table.precision}, not {precision}: a table serves only the "
                           f"precision it was built in")

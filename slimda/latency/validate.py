@@ -17,7 +17,8 @@ import numpy as np
 from slimda.console import one_torch_thread, progress_bar
 from slimda.latency.build import VALIDATION_SEED_OFFSET, Entry, Exporter, bank_for, pairs_here, time_entry
 from slimda.latency.plan import NetPlan
-from slimda.latency.table import LatencyTable, RoundNoise, is_ok_row, row_latency
+from slimda.latency.noise import RoundNoise
+from slimda.latency.table import WHOLE, LatencyTable, is_ok_row, row_latency
 from slimda.model.bank import ModelBank
 from slimda.model.space import WidthConfig, WidthSpace
 from slimda.profilers.devices import DeviceProfile, get_device
@@ -85,7 +86,7 @@ def measure_configs(bank: ModelBank, plan: NetPlan, configs: Sequence[WidthConfi
         exporter = Exporter(bank, plan, dev, Path(tmp), reference, opts.precision_for(dev))
         for r in range(rounds):
             for config in configs:
-                out[config.id].append(time_entry(Entry("whole", config.id, config, round=r), exporter, opts,
+                out[config.id].append(time_entry(Entry(WHOLE, config.id, config, round=r), exporter, opts,
                                                   last_use=r == rounds - 1))
                 bar.update(1)
     return out

@@ -11,29 +11,42 @@ from torch.utils.data import Dataset
 from slimda.data.loading import image_batches
 from slimda.model.bank import BankMeta, ModelBank, StaticBank
 from slimda.model.bn import recalibrate
+from slimda.model.compute import CPU, Compute
 from slimda.model.cost import count_flops, count_params
 from slimda.model.heads import HEADS, BankOutput, get_head
 from slimda.model.space import WidthConfig
 from slimda.select.upem import DEFAULT_DISTANCE, upem
 
 
-def calibrated(bank: ModelBank, config: WidthConfig, calibration: Sequence[torch.Tensor]) -> StaticBank:
-    """Sub-network ``config`` extracted as plain layers (every head), BatchNorm recalibrated on ``calibration``.
+def calibrated(bank: ModelBank, config: WidthConfig, calibration: Sequence[torch.Tensor],
+               compute: Compute = CPU) -> StaticBank:
+    """Sub-network ``config`` extracted as plain layers (every head), BatchNorm recalibrated on ``calibration``,
+    on ``compute``'s device and in its layout and autocast.
 
     Extraction comes first: the bank's own statistics and configuration are never touched, and what is
     scored is the network that would be exported.
     """
-    static = bank.extract_all(config)
-    recalibrate(static, calibration)
+    static = compute.module(bank.extract_all(config))
+
+    def forward(net: torch.nn.Module, x: torch.Tensor) -> None:
+        with compute.autocast():
+            net(compute.input(x))
+
+    recalibrate(static, calibration, forward)
     return static.eval()
 
 
 @torch.no_grad()
 def predict(bank: ModelBank, config: WidthConfig, calibration: Sequence[torch.Tensor],
-            images: Sequence[torch.Tensor]) -> BankOutput:
-    """Outputs of sub-network ``config`` on ``images`` after recalibrating its BatchNorm on ``calibration``."""
-    static = calibrated(bank, config, calibration)
-    outputs = [static(x) for x in images]
+            images: Sequence[torch.Tensor], compute: Compute = CPU) -> BankOutput:
+    """Outputs of sub-network ``config`` on ``images`` after recalibrating its BatchNorm on ``calibration``,
+    computed on ``compute`` and returned as float32 CPU tensors."""
+    static = calibrated(bank, config, calibration, compute)
+    outputs = []
+    for x in images:
+        with compute.autocast():
+            out = static(compute.input(x))
+        outputs.append([part.float().cpu() for part in out])
     return BankOutput(*(torch.cat(parts) for parts in zip(*outputs)))
 
 
@@ -59,15 +72,18 @@ def evaluate_configs(
     heads: Sequence[str] = HEADS,
     distance: str = DEFAULT_DISTANCE,
     input_shape: tuple[int, ...] | None = None,
+    compute: Compute = CPU,
 ) -> list[dict]:
     """One row per (configuration, head): target accuracy (when labels exist), UPEM, FLOPs, parameters.
 
-    The UPEM anchor is the largest configuration with the same head, recalibrated the same way.
+    The UPEM anchor is the largest configuration with the same head, recalibrated the same way. Scored on
+    ``compute``, with the images kept on its device between configurations when they fit.
     """
-    anchor = predict(bank, bank.space.largest(), calibration, images)
+    calibration, images = compute.stage(calibration), compute.stage(images)
+    anchor = predict(bank, bank.space.largest(), calibration, images, compute)
     rows = []
     for name, config in configs:
-        out = anchor if config == bank.space.largest() else predict(bank, config, calibration, images)
+        out = anchor if config == bank.space.largest() else predict(bank, config, calibration, images, compute)
         cost = {}
         if input_shape is not None:
             net = bank.extract(config)
@@ -164,14 +180,26 @@ class TargetScorer:
     configuration, so a fleet of deployments and the reports share every evaluation."""
 
     def __init__(self, bank: ModelBank, target: TargetImages, head: str = "ca",
-                 distance: str = DEFAULT_DISTANCE) -> None:
+                 distance: str = DEFAULT_DISTANCE, compute: Compute = CPU) -> None:
         get_head(head)  # an unknown head is a ConfigError listing the heads
-        self.bank, self.target, self.head, self.distance = bank, target, head, distance
+        self.bank, self.target, self.head, self.distance, self.compute = bank, target, head, distance, compute
         self.cache: dict[str, Score] = {}
         self._anchor: torch.Tensor | None = None
+        # on a GPU the images stay there between candidates when they fit (``Compute.stage``)
+        self._calibration, self._images = compute.stage(target.calibration), compute.stage(target.images)
+
+    @property
+    def images_on_device(self) -> bool:
+        """Whether the target images stay on the scoring device between candidates."""
+        return all(x.device.type == self.compute.device.type for x in (*self._calibration, *self._images))
+
+    def calibrated(self, config: WidthConfig) -> StaticBank:
+        """``config``'s network as it is exported: BatchNorm recalibrated on the target in fp32 (on the scoring
+        device; scoring itself may run under autocast), on the CPU."""
+        return calibrated(self.bank, config, self._calibration, self.compute.exact()).cpu()
 
     def _probabilities(self, config: WidthConfig) -> torch.Tensor:
-        out = predict(self.bank, config, self.target.calibration, self.target.images)
+        out = predict(self.bank, config, self._calibration, self._images, self.compute)
         return head_probabilities(out, self.head, self.bank.num_classes)
 
     @property

@@ -13,13 +13,13 @@ from torch import nn
 
 from slimda.data.preprocessing import AUGMENTS, PREPROCESSES
 from slimda.errors import ConfigError
+from slimda.model.compute import AMPS
 from slimda.model.heads import HEADS
 from slimda.model.space import parse_ratios
 from slimda.train.objectives import objective_names
 from slimda.train.seed import CONFIDENCES
 
 LR_SCHEDULES: tuple[str, ...] = ("anneal", "cosine", "constant")
-AMP_MODES: tuple[str, ...] = ("auto", "off", "bf16", "fp16")
 BACKWARD_MODES: tuple[str, ...] = ("joint", "per-model")
 # Options that may change when a run is resumed: they change speed or output, never the weights.
 RESUMABLE_CHANGES = frozenset({"device", "log_every", "checkpoint_every", "print_every", "workers", "threads",
@@ -84,7 +84,7 @@ class TrainConfig:
 
         choices = {"objective": objective_names(), "seed_confidence": CONFIDENCES, "test_head": HEADS,
                    "lr_schedule": LR_SCHEDULES, "arch": tuple(list_backbones()), "eval_distance": DISTANCES,
-                   "augment": AUGMENTS, "preprocess": PREPROCESSES, "amp": AMP_MODES, "backward": BACKWARD_MODES}
+                   "augment": AUGMENTS, "preprocess": PREPROCESSES, "amp": AMPS, "backward": BACKWARD_MODES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"unknown {name.replace('_', '-')} {getattr(self, name)!r}; "

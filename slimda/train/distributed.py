@@ -1,6 +1,6 @@
-"""Where a run trains: the device for ``--device`` (this rank's GPU under torchrun), joining the process
-group, deterministic CUDA kernels (an exact ``--resume`` needs them), and the end-of-run check that every rank
-holds the same weights."""
+"""How a run trains on its device: joining and leaving torchrun's process group, deterministic CUDA kernels
+(an exact ``--resume`` needs them), and the end-of-run check that every rank holds the same weights. The
+device itself is resolved in ``slimda.model.compute`` (this rank's GPU under torchrun)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from slimda.errors import ConfigError, SlimdaError
+from slimda.errors import SlimdaError
+from slimda.model.compute import resolve_device
 
 
 def use_deterministic_cuda() -> None:
@@ -38,44 +39,6 @@ def configure_kernels(device: torch.device, deterministic: bool) -> None:
             torch.use_deterministic_algorithms(True, warn_only=True)
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``--amp`` on ``device`` (None: float32 throughout).
-
-    ``auto``: bf16 on a CUDA GPU that supports it (Ampere and newer), fp16 on older GPUs, off on the CPU.
-    ``bf16`` on the CPU runs CPU autocast (documented fallback: rarely faster there, but the same code path);
-    ``fp16`` needs CUDA.
-    """
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if device.type != "cuda":
-        if amp == "fp16":
-            raise ConfigError(f"--amp fp16 needs a CUDA GPU (this run trains on {device.type}): use --amp bf16 "
-                              "(CPU autocast) or --amp off")
-        return torch.bfloat16
-    bf16_ok = torch.cuda.is_bf16_supported()
-    if amp == "bf16" and not bf16_ok:
-        raise ConfigError("--amp bf16 needs a GPU with bfloat16 (Ampere or newer); use --amp fp16 on this one")
-    return torch.bfloat16 if amp == "bf16" or (amp == "auto" and bf16_ok) else torch.float16
-
-
-def resolve_device(name: str) -> torch.device:
-    """The training device for ``--device`` (auto, cpu, cuda); under torchrun, this rank's GPU."""
-    try:
-        device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
-    except RuntimeError as exc:
-        raise ConfigError(f"unknown --device {name!r}: use auto, cpu or cuda") from exc
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda asked for, but this machine has no usable CUDA GPU")
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
-            if local_rank >= gpus:
-                raise ConfigError(f"torchrun started more processes on this node than it has GPUs ({gpus}): "
-                                  f"use --nproc_per_node {gpus}, or --device cpu to train on the CPU")
-            device = torch.device("cuda", local_rank)
-    return device
 
 
 def init_distributed(device: str = "auto") -> None:

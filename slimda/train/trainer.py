@@ -32,7 +32,8 @@ from slimda.model.space import WidthConfig, parse_ratios
 from slimda.tables import write_csv_atomic, write_json_atomic
 from slimda.train.config import TrainConfig, lr_at, parameter_groups, split_single_group
 from slimda.train.data import TrainingData
-from slimda.train.distributed import check_ranks_agree, configure_kernels, resolve_amp, resolve_device
+from slimda.model.compute import resolve_amp, resolve_device
+from slimda.train.distributed import check_ranks_agree, configure_kernels
 from slimda.train.objectives import Objective, create_objective
 from slimda.train.objectives.base import Batch, ModelOutputs
 from slimda.train.objectives.common import adaptation_weight, class_means_of_softmax
