@@ -25,6 +25,7 @@ Writes benchmarks/results/deploy_scale[_TAG].csv and deploy_scale_ranking[_TAG].
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import tempfile
 import time
@@ -63,9 +64,9 @@ class Setting:
     population: int = 24
     generations: int = 8
 
-    def scoring(self, target: str, device: str) -> TargetScoring:
+    def scoring(self, target: str, device: str, threads: int | None = None) -> TargetScoring:
         return TargetScoring(target, calibration_images=self.calibration_images, score_images=self.score_images,
-                             device=device, amp=self.amp, layout=self.layout)
+                             threads=threads, device=device, amp=self.amp, layout=self.layout)
 
     def search(self) -> SearchSettings:
         return SearchSettings(population=self.population, generations=self.generations)
@@ -100,7 +101,8 @@ def flops_budget(run: BankRun, share: float) -> float:
     return low + share * (high - low)
 
 
-def timed_deploy(run: BankRun, target: str, setting: Setting, device: str, out: Path) -> dict[str, object]:
+def timed_deploy(run: BankRun, target: str, setting: Setting, device: str, out: Path,
+                 threads: int | None) -> dict[str, object]:
     """One deploy to cpu-onnxruntime under a FLOPs budget halfway through the range, its time split in parts."""
     measured = {"seconds": 0.0}
 
@@ -114,7 +116,7 @@ def timed_deploy(run: BankRun, target: str, setting: Setting, device: str, out: 
             measured["seconds"] += time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    scorer = run.scorer(setting.scoring(target, device))
+    scorer = run.scorer(setting.scoring(target, device, threads))
     load_s = time.perf_counter() - t0
     budget = flops_budget(run, 0.5)
     options = DeployOptions(measure_options=MeasureOptions(min_time_s=0.5), settings=setting.search(),
@@ -131,13 +133,13 @@ def timed_deploy(run: BankRun, target: str, setting: Setting, device: str, out: 
             "config_id": deployment.manifest.network.config_id, "latency_ms": deployment.manifest.latency.measured_ms}
 
 
-def projected_deploy(run: BankRun, target: str, setting: Setting, device: str, candidates: int,
-                     practical: dict[str, object]) -> dict[str, object]:
+def projected_deploy(run: BankRun, target: str, setting: Setting, device: str, threads: int | None,
+                     candidates: int, practical: dict[str, object]) -> dict[str, object]:
     """A setting too slow to run whole: its scoring timed on three candidates spread over the widths, its search
     projected to ``candidates`` evaluations; export and re-measurement do not depend on scoring (taken from the
     measured row)."""
     t0 = time.perf_counter()
-    scorer = run.scorer(setting.scoring(target, device))
+    scorer = run.scorer(setting.scoring(target, device, threads))
     load_s = time.perf_counter() - t0
     space = run.bank.space
     sample = [space.uniform(r) for r in (0.25, 0.5, 0.75)]  # the anchor (full width) is scored with the first
@@ -162,16 +164,17 @@ def timing_rows(args, root: Path) -> list[dict[str, object]]:
     for arch in args.archs.split(","):
         run = BankRun.open(photo_bank(root, arch, args.resolution))
         base = {"arch": arch, "resolution": args.resolution, "photos": args.photos, "score_device": args.score_device,
-                "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine()}
+                "threads": args.threads, "machine": platform.processor() or platform.machine()}
         measured: dict[str, dict[str, object]] = {}
         for name in args.settings.split(","):
             setting = SETTINGS[name]
             if args.project and name != "practical" and "practical" in measured:
-                result = projected_deploy(run, str(target), setting, args.score_device,
+                result = projected_deploy(run, str(target), setting, args.score_device, args.threads,
                                           int(measured["practical"]["candidates"] * _search_scale(setting)),
                                           measured["practical"])
             else:
-                result = timed_deploy(run, str(target), setting, args.score_device, root / "deploy" / arch / name)
+                result = timed_deploy(run, str(target), setting, args.score_device, root / "deploy" / arch / name,
+                                      args.threads)
                 measured[name] = result
             rows.append({**base, "setting": name, "calibration_images": setting.calibration_images,
                          "score_images": min(setting.score_images, args.photos) or args.photos,
@@ -248,6 +251,8 @@ def main() -> None:
     parser.add_argument("--settings", default="practical,default,fp32-channels-last,bf16-channels-last",
                         help=f"timing settings, comma-separated, practical first (of {', '.join(SETTINGS)})")
     parser.add_argument("--score-device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="scoring threads (default: every core; slimda's own default is half of them)")
     parser.add_argument("--project", action=argparse.BooleanOptionalAction, default=True,
                         help="time settings other than 'practical' on a few candidates and project their search "
                         "(default: on; --no-project deploys each whole, for the GPU machine)")
