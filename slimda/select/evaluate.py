@@ -37,17 +37,20 @@ def calibrated(bank: ModelBank, config: WidthConfig, calibration: Sequence[torch
 
 
 @torch.no_grad()
-def predict(bank: ModelBank, config: WidthConfig, calibration: Sequence[torch.Tensor],
-            images: Sequence[torch.Tensor], compute: Compute = CPU) -> BankOutput:
-    """Outputs of sub-network ``config`` on ``images`` after recalibrating its BatchNorm on ``calibration``,
-    computed on ``compute`` and returned as float32 CPU tensors."""
-    static = calibrated(bank, config, calibration, compute)
+def forward_all(static: StaticBank, images: Sequence[torch.Tensor], compute: Compute = CPU) -> BankOutput:
+    """``static``'s outputs on every batch of ``images``, computed on ``compute``, as float32 CPU tensors."""
     outputs = []
     for x in images:
         with compute.autocast():
             out = static(compute.input(x))
         outputs.append([part.float().cpu() for part in out])
     return BankOutput(*(torch.cat(parts) for parts in zip(*outputs)))
+
+
+def predict(bank: ModelBank, config: WidthConfig, calibration: Sequence[torch.Tensor],
+            images: Sequence[torch.Tensor], compute: Compute = CPU) -> BankOutput:
+    """Outputs of sub-network ``config`` on ``images`` after recalibrating its BatchNorm on ``calibration``."""
+    return forward_all(calibrated(bank, config, calibration, compute), images, compute)
 
 
 def head_probabilities(out: BankOutput, head: str, num_classes: int) -> torch.Tensor:
@@ -73,8 +76,11 @@ def evaluate_configs(
     distance: str = DEFAULT_DISTANCE,
     input_shape: tuple[int, ...] | None = None,
     compute: Compute = CPU,
+    source: TargetImages | None = None,
 ) -> list[dict]:
-    """One row per (configuration, head): target accuracy (when labels exist), UPEM, FLOPs, parameters.
+    """One row per (configuration, head): target accuracy (when labels exist), UPEM, FLOPs, parameters, and
+    with ``source`` (a labelled source split training never saw) the label-free accuracy estimates of
+    ``slimda.select.estimate`` and the source split's accuracy.
 
     The UPEM anchor is the largest configuration with the same head, recalibrated the same way. Scored on
     ``compute``, with the images kept on its device between configurations when they fit.
@@ -83,7 +89,11 @@ def evaluate_configs(
     anchor = predict(bank, bank.space.largest(), calibration, images, compute)
     rows = []
     for name, config in configs:
-        out = anchor if config == bank.space.largest() else predict(bank, config, calibration, images, compute)
+        largest = config == bank.space.largest()
+        # as it ships: BatchNorm of the target (the anchor's outputs already are the largest one's)
+        static = calibrated(bank, config, calibration, compute) if source is not None or not largest else None
+        out = anchor if largest else forward_all(static, images, compute)
+        source_out = forward_all(static, source.images, compute) if source is not None else None
         cost = {}
         if input_shape is not None:
             net = bank.extract(config)
@@ -99,8 +109,21 @@ def evaluate_configs(
                 "target_acc": "" if labels is None else round(float((probs.argmax(1) == labels).float().mean()), 5),
                 "upem": round(upem(probs, head_probabilities(anchor, head, bank.num_classes), distance), 6),
             }
+            if source_out is not None:
+                row.update(estimates(head_probabilities(source_out, head, bank.num_classes), source.labels, probs))
             rows.append({**row, **cost})
     return rows
+
+
+def estimates(source: torch.Tensor, source_labels: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """The label-free target-accuracy estimates of one network from its softmax on the source split and the
+    target (columns of ``slimda eval --source-val``)."""
+    from slimda.select import estimate as est
+
+    atc = est.atc(source, source_labels, target)
+    return {"source_val_acc": round(est.accuracy(source, source_labels), 5),
+            "est_acc_atc": round(atc.estimate, 5), "est_acc_doc": round(est.doc(source, source_labels, target), 5),
+            "avg_conf": round(est.average_confidence(target), 5), "temperature": round(atc.temperature, 4)}
 
 
 # ------------------------------------------------------------------------------- target images and scoring
@@ -165,6 +188,19 @@ def load_target_images(spec: str, meta: BankMeta, calibration_images: int = 1024
         labels.append(y)
     return TargetImages(target.name, calibration, images, torch.cat(labels) if target.has_labels else None,
                         dataset, tuple(scored))
+
+
+def load_source_val(spec: str, meta: BankMeta, images: int = 2000, seed: int = 0,
+                    workers: int | None = None) -> TargetImages:
+    """Labelled images of the source domain that training never saw (``--source-val DATA``), read as the bank's
+    input: ``images`` of them at random (0: all). A folder without class folders is a ``DataError``."""
+    from slimda.errors import DataError
+
+    split = load_target_images(spec, meta, calibration_images=1, score_images=images, seed=seed, workers=workers)
+    if split.labels is None:
+        raise DataError(f"--source-val {spec} has no labels: give a folder of the source domain with one folder "
+                        "per class, none of whose images the bank was trained on")
+    return split
 
 
 @dataclass(frozen=True)
