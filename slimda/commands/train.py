@@ -28,8 +28,8 @@ examples:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from slimda.data.preprocessing import AUGMENTS, PHOTO_MIN_SIDE, PREPROCESSES
     from slimda.model.heads import HEADS
-    from slimda.select.upem import DISTANCES
     from slimda.model.compute import AMPS
+    from slimda.select.upem import DISTANCES
     from slimda.train.config import BACKWARD_MODES, LR_SCHEDULES
     from slimda.train.objectives import objective_names
     from slimda.train.seed import CONFIDENCES
@@ -39,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--out", required=True, metavar="RUN", help="run directory for bank.pt, logs and checkpoints")
     add("--source", help="labelled source domain: mnist, digits or an ImageFolder path (default: mnist)")
     add("--target", help="unlabelled target domain: name or folder (default: digits)")
+    add("--source-val", type=float, metavar="SHARE",
+        help="share of the source images held out of training, at most 2000 images, drawn from --seed: a labelled "
+        "split that target-accuracy estimates are calibrated on (eval.csv's source_val_acc); 0 trains on every "
+        "source image (default: 0.1)")
     add("--arch", help="backbone: digits-cnn, resnet18, resnet50, mobilenet_v2 (default: digits-cnn)")
     add("--iters", type=int, help="training steps (default: 1500)")
     add("--objective", choices=objective_names(),
@@ -128,6 +132,7 @@ def resolve_config(args: argparse.Namespace):
     saved = json.loads(path.read_text())
     if "preprocess" not in saved:  # a run from before --preprocess continues with the recipe it was trained on
         saved["preprocess"] = "photo" if (saved.get("preprocessing") or {}).get("resize") else "plain"
+    saved.setdefault("source_val", 0.0)  # a run from before the split trained on every source image
     saved = {k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__}
     differ = {k: (saved.get(k), v) for k, v in given.items() if k not in RESUMABLE_CHANGES and saved.get(k) != v}
     if differ:

@@ -46,6 +46,9 @@ class TrainConfig:
     seed_weight: float = 1.0
     test_head: str = "ca"
     target_labeled: int = 0  # labelled target images per class (semi-supervised; soft labels)
+    # labelled source images held out of training (a share, at most SOURCE_VAL_CAP): what target-accuracy
+    # estimates are calibrated on (slimda.select.estimate); 0 trains on every source image
+    source_val: float = 0.1
     soft_temperature: float = 2.0
     soft_weight: float = 0.1
     confusion_weight: float = 1.0
@@ -101,6 +104,9 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
         if self.target_labeled < 0:
             raise ConfigError(f"--target-labeled must be 0 or more, got {self.target_labeled}")
+        if not 0.0 <= self.source_val < 0.5:
+            raise ConfigError(f"--source-val is the share of source images held out, from 0 (none) to under 0.5, "
+                              f"got {self.source_val}")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"--workers must be 0 (load in the training process) or more, got {self.workers}")
         if self.threads is not None and self.threads < 1:

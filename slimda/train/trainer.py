@@ -31,8 +31,8 @@ from slimda.model.pretrained import InitRecord, load_init
 from slimda.model.space import WidthConfig, parse_ratios
 from slimda.tables import write_csv_atomic, write_json_atomic
 from slimda.train.config import TrainConfig, lr_at, parameter_groups, split_single_group
-from slimda.train.data import TrainingData
-from slimda.model.compute import resolve_amp, resolve_device
+from slimda.train.data import TrainingData, indices_digest
+from slimda.model.compute import Compute, resolve_amp, resolve_device
 from slimda.train.distributed import check_ranks_agree, configure_kernels
 from slimda.train.objectives import Objective, create_objective
 from slimda.train.objectives.base import Batch, ModelOutputs
@@ -353,6 +353,8 @@ class Trainer:
                 "augment_used": self.data.augment, "amp_used": amp, "workers_used": self.data.workers,
                 "threads_used": torch.get_num_threads(),
                 "source_resolved": self.data.source_name, "target_resolved": self.data.target_name,
+                "source_val_images": len(self.data.source_val),  # held out of training: the estimates' split
+                "source_val_sha256": indices_digest(self.data.source_val),
                 "class_names": self.class_names, "preprocessing": self.prep.to_dict(),
                 "width_space": self.bank.space.to_dict(),
                 "param_groups": [{"name": g["name"], "lr": g["lr_mult"] * self.cfg.lr, "lr_mult": g["lr_mult"],
@@ -408,7 +410,7 @@ class Trainer:
     def evaluate(self) -> list[dict]:
         """eval.csv: uniform widths, smallest and largest × every head, BN recalibrated on target."""
         from slimda.data.loading import image_batches
-        from slimda.select.evaluate import evaluate_configs, standard_configs
+        from slimda.select.evaluate import TargetImages, evaluate_configs, standard_configs
         self.bank.eval()
         n_cal = min(self.cfg.eval_calibration_images, len(self.target_ds))
         cal_order = torch.randperm(len(self.target_ds), generator=torch.Generator().manual_seed(self.cfg.seed))
@@ -418,10 +420,15 @@ class Trainer:
         for x, y in image_batches(self.target_ds, 512, device=self.device, workers=self.data.workers):
             images.append(x)
             labels.append(y)
-        label_tensor = torch.cat(labels).to(self.device) if self.target_labels is not None else None
+        label_tensor = torch.cat(labels).cpu() if self.target_labels is not None else None  # as the outputs are
+        source = None
+        if self.data.source_val_ds is not None:  # the held-out source split: its accuracy and the estimates
+            held = list(image_batches(self.data.source_val_ds, 512, device=self.device, workers=self.data.workers))
+            source = TargetImages("source-val", [], [x for x, _ in held], torch.cat([y for _, y in held]).cpu())
         h, w = self.prep.size
         rows = evaluate_configs(self.bank, standard_configs(self.bank), calibration, images, label_tensor,
-                                distance=self.cfg.eval_distance, input_shape=(1, self.prep.channels, h, w))
+                                distance=self.cfg.eval_distance, input_shape=(1, self.prep.channels, h, w),
+                                compute=Compute(self.device), source=source)  # on the training device, in fp32
         for row in rows:
             row["test_head"] = row["head"] == self.cfg.test_head
         write_csv_atomic(self.run_dir / "eval.csv", rows)
