@@ -35,7 +35,7 @@ META = _meta()
 def trained(tmp_path_factory):
     """A digits-cnn bank trained briefly on mnist -> digits (confident enough that top-1 is meaningful)."""
     run = tmp_path_factory.mktemp("q") / "run"
-    trainer = Trainer(TrainConfig(iters=60, batch_size=32, model_batch=2, checkpoint_every=60), run,
+    trainer = Trainer(TrainConfig(iters=100, batch_size=32, model_batch=2, checkpoint_every=100), run,
                       progress=False)
     trainer.fit()
     return trainer

@@ -11,7 +11,7 @@ import pytest
 from conftest import training_killed_at
 from slimda.errors import ConfigError
 from slimda.train.config import TrainConfig
-from slimda.train.data import SOURCE_VAL_CAP, indices_digest, source_val_split
+from slimda.data.domains import SOURCE_VAL_CAP, indices_digest, source_val_split
 from slimda.train.trainer import Trainer
 
 TINY = dict(iters=12, batch_size=8, model_batch=2, checkpoint_every=4, log_every=2, eval_calibration_images=64)
@@ -29,7 +29,7 @@ def test_the_split_is_a_seeded_share_capped_and_never_the_whole_domain():
         TrainConfig(source_val=0.7).validate()
 
 
-def test_no_training_step_sees_a_held_out_image_and_resume_keeps_the_split(tmp_path):
+def test_no_training_step_sees_a_held_out_image_and_resume_keeps_the_split(tmp_path, capsys):
     cfg = TrainConfig(**TINY)
     with training_killed_at(6):
         Trainer(cfg, tmp_path / "run", progress=False).fit()
@@ -49,6 +49,16 @@ def test_no_training_step_sees_a_held_out_image_and_resume_keeps_the_split(tmp_p
     rows = pd.DataFrame(resumed.evaluate())
     assert rows["source_val_acc"].between(0, 1).all() and rows["est_acc_atc"].between(0, 1).all()
     assert "source_val_acc" in pd.read_csv(tmp_path / "run" / "eval.csv").columns
+    # slimda eval finds the run's split again by itself, and refuses when the source no longer gives it
+    from slimda.cli import main
+
+    assert main(["eval", "--bank", str(tmp_path / "run"), "--target", "digits", "--width", "0.5", "--head", "ca",
+                 "--calibration-images", "64", "--source-val-images", "100", "--csv"]) == 0
+    assert "source_val_acc" in capsys.readouterr().out
+    saved["source_val_sha256"] = "0" * 16  # as if the source folder had changed since training
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    assert main(["eval", "--bank", str(tmp_path / "run"), "--target", "digits", "--calibration-images", "8"]) == 2
+    assert "has changed since" in capsys.readouterr().err
 
 
 def test_a_run_from_before_the_split_resumes_on_every_source_image(tmp_path):

@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed choosing the calibration images (default: 0)")
     parser.add_argument("--source-val", metavar="DATA", help="labelled source images the bank never trained on (one "
                         "folder per class): adds each network's source accuracy and label-free estimates of its "
-                        "target accuracy (ATC, DoC, average confidence; slimda.select.estimate)")
+                        "target accuracy (ATC, DoC, average confidence; slimda.select.estimate). Default: the source "
+                        "images the run held out of training (slimda-train --source-val), if any")
     parser.add_argument("--source-val-images", type=int, default=2000, metavar="N",
                         help="source images used from --source-val, at random; 0 = all (default: 2000)")
     parser.add_argument("--csv", action="store_true", help="print CSV")
@@ -44,7 +45,15 @@ def run(args: argparse.Namespace) -> int:
     from slimda.model.bank import load_bank
     from slimda.model.compute import resolve_compute
     from slimda.model.heads import HEADS
-    from slimda.select.evaluate import evaluate_configs, load_source_val, load_target_images, standard_configs
+    from pathlib import Path
+
+    from slimda.select.evaluate import (
+        evaluate_configs,
+        load_run_source_val,
+        load_source_val,
+        load_target_images,
+        standard_configs,
+    )
     from slimda.tables import print_table
 
     compute = resolve_compute(args.score_device, args.score_amp, args.score_layout)
@@ -52,8 +61,11 @@ def run(args: argparse.Namespace) -> int:
     bank, meta = load_bank(args.bank)
     target = load_target_images(args.target, meta, args.calibration_images, batch_size=args.batch_size,
                                 seed=args.seed, workers=args.workers)
-    source = (load_source_val(args.source_val, meta, args.source_val_images, args.seed, args.workers)
-              if args.source_val else None)
+    if args.source_val:
+        source = load_source_val(args.source_val, meta, args.source_val_images, args.seed, args.workers)
+    else:  # the split the run held out of training, if it has one
+        run_dir = Path(args.bank) if Path(args.bank).is_dir() else Path(args.bank).parent
+        source = load_run_source_val(run_dir, meta, args.source_val_images, args.seed, args.workers)
     if args.config:
         configs = [(c, bank.space.from_id(c)) for c in args.config]
     elif args.width:

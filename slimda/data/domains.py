@@ -15,6 +15,7 @@ decoded as uint8 instead, when that fits.
 from __future__ import annotations
 
 import functools
+import hashlib
 import gzip
 import importlib.resources
 import re
@@ -420,3 +421,20 @@ def labeled_subset(domain: Domain, per_class: int, seed: int) -> list[int]:
             )
         chosen += rng.choice(members, size=per_class, replace=False).tolist()
     return sorted(chosen)
+
+
+SOURCE_VAL_CAP = 2000  # source images held out at most: enough for an estimate, few enough not to starve training
+SOURCE_VAL_SEED_OFFSET = 7_777  # the split's draw is its own stream of the run's seed
+
+
+def source_val_split(count: int, share: float, seed: int) -> tuple[list[int], list[int]]:
+    """(training indices, held-out indices) of a source domain of ``count`` images: ``share`` of them (at most
+    ``SOURCE_VAL_CAP``) held out at random, a pure function of ``seed``."""
+    held = min(round(share * count), SOURCE_VAL_CAP, max(count - 1, 0))
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed + SOURCE_VAL_SEED_OFFSET)).tolist()
+    return sorted(order[held:]), sorted(order[:held])
+
+
+def indices_digest(indices: list[int]) -> str:
+    """A short SHA-256 of a list of indices: config.json records the split by it."""
+    return hashlib.sha256(",".join(map(str, indices)).encode()).hexdigest()[:16]

@@ -51,6 +51,7 @@ class BankRun:
     def scorer(self, scoring: TargetScoring) -> TargetScorer:
         """The target images loaded and preprocessed as the bank was trained, ready to score sub-networks."""
         from slimda.data.loading import use_threads
+        from slimda.data.preprocessing import PHOTO_MIN_SIDE
         from slimda.model.compute import resolve_compute
 
         compute = resolve_compute(scoring.device, scoring.amp, scoring.layout)  # a wrong option fails first
@@ -58,11 +59,16 @@ class BankRun:
         target = load_target_images(scoring.target, self.meta, scoring.calibration_images, scoring.score_images,
                                     seed=scoring.seed, workers=scoring.workers)
         scorer = TargetScorer(self.bank, target, scoring.head or self.meta.test_head, scoring.distance, compute)
-        if compute.device.type != "cpu":
-            from slimda.console import say
+        from slimda.console import say
 
+        if compute.device.type != "cpu":
             kept = "kept on the GPU" if scorer.images_on_device else "copied to the GPU per batch (too large to keep)"
             say(f"scoring sub-networks on {compute.label}; target images {kept}")
+        elif compute.amp is None and min(self.meta.preprocessing.size) >= PHOTO_MIN_SIDE:
+            say("scoring photo-sized sub-networks on the CPU in fp32 can take a minute per candidate (a ResNet-50 "
+                "at 224x224 on 2 cores): --score-amp bf16 --score-layout channels-last scores several times faster "
+                "(on CPUs with bf16 instructions), and fewer --calibration-images/--score-images and a smaller "
+                "--population shorten the search (benchmarks/deploy_scale.py measures both)")
         return scorer
 
     def deployer(self, scorer: TargetScorer, options: DeployOptions, out: str | os.PathLike | None = None) -> Deployer:

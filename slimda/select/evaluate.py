@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -201,6 +202,36 @@ def load_source_val(spec: str, meta: BankMeta, images: int = 2000, seed: int = 0
         raise DataError(f"--source-val {spec} has no labels: give a folder of the source domain with one folder "
                         "per class, none of whose images the bank was trained on")
     return split
+
+
+def load_run_source_val(run_dir: str | os.PathLike, meta: BankMeta, images: int = 2000, seed: int = 0,
+                        workers: int | None = None) -> TargetImages | None:
+    """The source images a run held out of training (``slimda-train --source-val``), found again from its
+    config.json and read as the bank's input (``images`` of them at random; 0: all); None when the run trained
+    on every source image. A source domain that changed since training is a ``DataError``."""
+    import json
+    from pathlib import Path
+
+    from slimda.data.domains import indices_digest, load_domain, source_val_split
+    from slimda.data.loading import default_workers
+    from slimda.errors import DataError
+
+    config = Path(run_dir) / "config.json"
+    saved = json.loads(config.read_text()) if config.is_file() else {}
+    if not saved.get("source_val_images"):
+        return None
+    domain = load_domain(str(saved["source_resolved"]))
+    _, held = source_val_split(len(domain), float(saved["source_val"]), int(saved["seed"]))
+    if indices_digest(held) != saved.get("source_val_sha256"):
+        raise DataError(f"the source domain {domain.name} has changed since {run_dir} was trained, so its held-out "
+                        "split cannot be found again: pass --source-val DATA (labelled source images the bank "
+                        "never trained on)")
+    dataset = domain.dataset(meta.preprocessing, held)
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    chosen = sorted(order[:images]) if 0 < images < len(dataset) else list(range(len(dataset)))
+    workers = default_workers(torch.get_num_threads(), domain.in_memory) if workers is None else workers
+    batches = list(image_batches(dataset, 256, chosen, workers=workers, progress="source split"))
+    return TargetImages(f"{domain.name} (held out)", [], [x for x, _ in batches], torch.cat([y for _, y in batches]))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ streams, and every step's batch as a pure function of (seed, step, stream, rank)
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Mapping
 
 import torch
@@ -23,23 +22,6 @@ def step_draw(size: int, batch: int, seed: int, step: int, stream: int, rank: in
     indices = torch.randint(0, size, (batch,), generator=gen)
     seeds = torch.randint(0, 2**62, (batch,), generator=gen)
     return [(stream, int(i), int(s)) for i, s in zip(indices, seeds)]
-
-
-SOURCE_VAL_CAP = 2000  # source images held out at most: enough for an estimate, few enough not to starve training
-SOURCE_VAL_SEED_OFFSET = 7_777  # the split's draw is its own stream of the run's seed
-
-
-def source_val_split(count: int, share: float, seed: int) -> tuple[list[int], list[int]]:
-    """(training indices, held-out indices) of a source domain of ``count`` images: ``share`` of them (at most
-    ``SOURCE_VAL_CAP``) held out at random, a pure function of ``seed``."""
-    held = min(round(share * count), SOURCE_VAL_CAP, max(count - 1, 0))
-    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed + SOURCE_VAL_SEED_OFFSET)).tolist()
-    return sorted(order[held:]), sorted(order[:held])
-
-
-def indices_digest(indices: list[int]) -> str:
-    """A short SHA-256 of a list of indices: config.json records the split by it."""
-    return hashlib.sha256(",".join(map(str, indices)).encode()).hexdigest()[:16]
 
 
 class TrainingData:
@@ -72,7 +54,7 @@ class TrainingData:
             for domain in {id(source): source, id(target): target}.values():
                 domain.cache_images(self.prep, self.workers)
         self.class_names = list(source.class_names)
-        self.source_train, self.source_val = source_val_split(len(source), cfg.source_val, cfg.seed)
+        self.source_train, self.source_val = data.source_val_split(len(source), cfg.source_val, cfg.seed)
         self.streams = [source.dataset(self.prep, self.source_train if self.source_val else None, augment=self.augment),
                         target.dataset(self.prep, augment=self.augment)]
         self.source_val_ds = source.dataset(self.prep, self.source_val) if self.source_val else None

@@ -31,7 +31,8 @@ from slimda.model.pretrained import InitRecord, load_init
 from slimda.model.space import WidthConfig, parse_ratios
 from slimda.tables import write_csv_atomic, write_json_atomic
 from slimda.train.config import TrainConfig, lr_at, parameter_groups, split_single_group
-from slimda.train.data import TrainingData, indices_digest
+from slimda.data.domains import indices_digest
+from slimda.train.data import TrainingData
 from slimda.model.compute import Compute, resolve_amp, resolve_device
 from slimda.train.distributed import check_ranks_agree, configure_kernels
 from slimda.train.objectives import Objective, create_objective
