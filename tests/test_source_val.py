@@ -30,7 +30,7 @@ def test_the_split_is_a_seeded_share_capped_and_never_the_whole_domain():
 
 
 def test_no_training_step_sees_a_held_out_image_and_resume_keeps_the_split(tmp_path, capsys):
-    cfg = TrainConfig(**TINY)
+    cfg = TrainConfig(**TINY, source_val=0.1)
     with training_killed_at(6):
         Trainer(cfg, tmp_path / "run", progress=False).fit()
     resumed = Trainer(cfg, tmp_path / "run", progress=False)

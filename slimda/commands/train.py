@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--source-val", type=float, metavar="SHARE",
         help="share of the source images held out of training, at most 2000 images, drawn from --seed: a labelled "
         "split that target-accuracy estimates are calibrated on (eval.csv's source_val_acc); 0 trains on every "
-        "source image (default: 0.1)")
+        "source image (default: 0; 0.1 is what the estimates are built for)")
     add("--arch", help="backbone: digits-cnn, resnet18, resnet50, mobilenet_v2 (default: digits-cnn)")
     add("--iters", type=int, help="training steps (default: 1500)")
     add("--objective", choices=objective_names(),
