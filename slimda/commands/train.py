@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -167,6 +168,14 @@ def run(args: argparse.Namespace) -> int:
         shutdown_distributed(succeeded=False)
         raise
     shutdown_distributed(succeeded=True)  # the last collective is behind us; rank 0 evaluates alone
+    if trainer.rank != 0:
+        # Nothing is left for this rank to do. Leaving through the interpreter's teardown can still abort it
+        # ("terminate called without an active exception", SIGABRT, seen in CI and under load here): the
+        # training's DDP reducer keeps the gloo group alive past destroy_process_group, and its threads, still
+        # waiting on rank 0's sockets, are destroyed joinable. Its files are written; exit without the teardown.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     if trainer.rank == 0:
         print(f"trained {summary['steps']} steps in {summary['train_seconds']} s → {Path(args.out) / 'bank.pt'}",
               file=sys.stderr)
