@@ -36,7 +36,9 @@ MANIFEST_KEYS: tuple[str, ...] = (
     "predicted_latency_ms", "measured_latency_ms", "measured_latency_ms_raw", "measured_latency_ms_p90",
     "measurement_method", "device_speed_vs_table", "measurement", "within_budget", "latency_tolerance",
     "timed_file", "timed_sha256",  # the file that was timed: the artefact that ships
-    "upem", "upem_distance", "target_acc", "target_acc_note", "flops_m", "params_m", "head",
+    "upem", "upem_distance", "selected_by", "target_acc", "target_acc_note",
+    # estimated without target labels (slimda.select.estimate), with what the device needs to keep estimating
+    "estimated_target_accuracy", "flops_m", "params_m", "head",
     # precision: what it runs in, how it was quantized, and the finalists of the width x precision search
     "precision", "upem_fp32", "quantization", "precision_candidates",
     # how to feed the model and read its output
@@ -51,7 +53,8 @@ MANIFEST_KEYS: tuple[str, ...] = (
 # Keys that manifests of older slimda versions lack; they read back with their defaults.
 _ADDED_LATER = frozenset({"latency_tolerance", "timed_file", "timed_sha256", "preprocess", "resize", "precision",
                           "upem_fp32", "quantization",
-                          "precision_candidates", "dynamic_batch", "latency_batch"})
+                          "precision_candidates", "dynamic_batch", "latency_batch", "estimated_target_accuracy",
+                          "selected_by"})
 
 # Keys every manifest holds; tests and fleet tools rely on them.
 REQUIRED_KEYS: tuple[str, ...] = (
@@ -146,19 +149,26 @@ class LatencyRecord:
 
 @dataclass(frozen=True)
 class Scores:
-    """UPEM against the anchor (what chose the network) and target accuracy (report only, when labelled)."""
+    """UPEM against the anchor (what chose the network), target accuracy (report only, when labelled) and the
+    label-free estimate of it."""
 
     upem: float
     distance: str
     target_acc: float | None
+    # value, interval, verdict, estimator, threshold, temperature, images behind it, the target's summary;
+    # None when there was no source split to calibrate on
+    estimate: Mapping[str, object] | None = None
+    selected_by: str = "upem"  # what the search minimised (slimda deploy --select-by)
 
     def to_dict(self) -> dict[str, object]:
-        return {"upem": self.upem, "upem_distance": self.distance, "target_acc": self.target_acc,
-                "target_acc_note": TARGET_ACC_NOTE}
+        return {"upem": self.upem, "upem_distance": self.distance, "selected_by": self.selected_by,
+                "target_acc": self.target_acc, "target_acc_note": TARGET_ACC_NOTE,
+                "estimated_target_accuracy": self.estimate}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, object]) -> Scores:
-        return cls(d["upem"], d["upem_distance"], d["target_acc"])  # type: ignore[arg-type]
+        return cls(d["upem"], d["upem_distance"], d["target_acc"],  # type: ignore[arg-type]
+                   d.get("estimated_target_accuracy"), str(d.get("selected_by", "upem")))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

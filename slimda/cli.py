@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("slimda.commands.eval", "score sub-networks of a bank on target images (accuracy per head, UPEM)"),
     "profile": ("slimda.commands.profile", "measure latency on a device; build a bank's latency lookup table"),
     "deploy": ("slimda.commands.deploy", "pick, export and re-measure the best sub-network for each device's budget"),
+    "label-estimate": ("slimda.commands.label_estimate",
+                       "target accuracy with a 90% interval from the images deploy --label-budget picked"),
     "bench": ("slimda.commands.bench", "reports and plots: UPEM (and accuracy) against latency, Pareto front"),
     "quickstart": ("slimda.commands.quickstart", "train, profile, deploy and report on the built-in digits task"),
 }

@@ -126,6 +126,29 @@ def test_deployed_onnx_matches_the_extracted_network_and_the_manifest_is_complet
         read_manifest(older)
 
 
+def test_select_by_ranks_by_the_ensemble_or_the_estimate_and_the_manifest_says_which(run_dir, target, tmp_path):
+    bank, meta, images = target
+    largest = bank.space.largest()
+    ensemble = TargetScorer(bank, images, "ca", select_by="upem-ensemble")
+    assert ensemble.score(largest).upem > 0  # the anchor is the uniform widths' mean, not the largest itself
+    assert TargetScorer(bank, images, "ca").score(largest).upem == 0
+    with pytest.raises(ConfigError, match="--select-by estimate needs an estimate"):
+        TargetScorer(bank, images, "ca", select_by="estimate")  # no source split
+    with pytest.raises(ConfigError, match="unknown --select-by"):
+        TargetScorer(bank, images, "ca", select_by="vibes")
+    source = load_target_images("mnist", meta, calibration_images=1, score_images=100)
+    scorer = TargetScorer(bank, load_target_images("digits", meta, calibration_images=64, score_images=128), "ca",
+                          source=source, select_by="estimate")
+    config = bank.space.smallest()
+    assert scorer.fitness(config) == -scorer.estimate(config).estimate
+    opts = DeployOptions(measure_options=FAST_OPTIONS, settings=SMALL_SEARCH, progress=False, measure=False)
+    d = Deployer(bank, meta, run_dir, scorer, tmp_path / "out", opts).deploy(
+        "cpu-onnxruntime", Budgets(latency=parse_latency(f"{mid_budget(run_dir, bank)}ms")))
+    m = d.manifest.to_dict()
+    assert m["selected_by"] == "estimate" and m["estimated_target_accuracy"]["value"] == pytest.approx(
+        -min(scorer.fitness(bank.space.from_id(i)) for i in d.search.evaluated), abs=1e-5)
+
+
 def test_openvino_ir_and_ort_format_artefacts_run_and_agree(run_dir, target, tmp_path):
     import onnxruntime as ort
     import openvino as ov
@@ -257,20 +280,64 @@ def test_deploy_and_bench_commands_end_to_end(run_dir, tmp_path):
     assert "no latency table for device cpu-openvino" in done.stderr
     assert f"slimda-profile --device cpu-openvino --bank {run_dir}" in done.stderr
     assert (out / "cpu-onnxruntime" / "manifest.json").is_file()
+    # the bank has no source split: deployed without an estimate, saying why
+    assert "no estimate of target accuracy" in done.stderr and "--source-val" in done.stderr
+    assert json.loads((out / "cpu-onnxruntime" / "manifest.json").read_text())["estimated_target_accuracy"] is None
+    with_split = ["--source-val", "mnist", "--source-val-images", "100"]  # labelled source images to calibrate on
     done = slimda("deploy", "--bank", str(run_dir), "--target", "digits", "--latency", budget, "--out", str(out),
-                  "--calibration-images", "64", "--score-images", "96", "--population", "8", "--generations", "2",
-                  *FAST_MEASURE)
+                  "--calibration-images", "64", "--score-images", "128", "--population", "8", "--generations", "2",
+                  "--label-budget", "20", *with_split, *FAST_MEASURE)
     assert done.returncode == 0, done.stderr
-    assert "cpu-onnxruntime" in done.stdout and "measured_ms" in done.stdout
+    check_label_request(out / "cpu-onnxruntime")
+    assert "cpu-onnxruntime" in done.stdout and "measured_ms" in done.stdout and "est_acc" in done.stdout
+    manifest = json.loads((out / "cpu-onnxruntime" / "manifest.json").read_text())
+    estimate = manifest["estimated_target_accuracy"]
+    assert estimate["verdict"] in ("reliable", "unreliable") and 0 <= estimate["low"] <= estimate["high"] <= 1
+    assert estimate["target_images"] == 128 and estimate["source_images"] == 100 and estimate["temperature"] > 0
+    assert estimate["estimator"] and estimate["why"] is not None and isinstance(estimate["threshold"], float)
+    assert estimate["score"] in ("max-confidence", "neg-entropy")  # what the threshold is on
+    summary = estimate["target_summary"]
+    assert len(summary["class_frequencies"]) == 10 and sum(summary["class_frequencies"]) == pytest.approx(1, abs=1e-3)
     bench = slimda("bench", "--bank", str(run_dir), "--target", "digits", "--deployments", str(out), "--configs",
-                   "8", "--calibration-images", "64", "--score-images", "96", "--out", str(tmp_path / "bench"))
+                   "8", "--calibration-images", "64", "--score-images", "128", "--out", str(tmp_path / "bench"),
+                   *with_split)
     assert bench.returncode == 0, bench.stderr
     with (tmp_path / "bench" / "cpu-onnxruntime.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    deployed = json.loads((out / "cpu-onnxruntime" / "manifest.json").read_text())["config_id"]
+    deployed = manifest["config_id"]
     assert any(r["config_id"] == deployed and r["kind"] == "deployed" for r in rows)
     assert any(r["pareto_upem"] == "True" for r in rows) and all(r["target_acc"] for r in rows)
+    for r in rows:
+        assert 0 <= float(r["est_acc_low"]) <= float(r["est_acc_high"]) <= 1 and r["est_verdict"]
     assert (tmp_path / "bench" / "cpu-onnxruntime.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def check_label_request(deployment: Path) -> None:
+    """The picked images are there to label; missing and unknown labels are refused; filled in, they give an
+    interval that the manifest records."""
+    import re
+
+    from slimda.data.domains import load_domain
+
+    labels = deployment / "labels"
+    request = json.loads((labels / "request.json").read_text())
+    assert len(request["images"]) == 20 and all((labels / "images" / n).is_file() for n in request["images"])
+    refused = slimda("label-estimate", str(deployment))
+    assert refused.returncode == 2 and "20 of the 20 images" in refused.stderr and "no label" in refused.stderr
+    truth = load_domain("digits").labels()
+    rows = [{"image": n, "label": str(truth[int(re.search(r"\[(\d+)\]", o).group(1))])}
+            for n, o in zip(request["images"], request["originals"])]
+    write = lambda rows: (labels / "labels.csv").write_text(  # noqa: E731
+        "image,label\n" + "".join(f"{r['image']},{r['label']}\n" for r in rows))
+    write([{**rows[0], "label": "eleven"}, *rows[1:]])
+    refused = slimda("label-estimate", str(deployment))
+    assert refused.returncode == 2 and "not classes of the model: ['eleven']" in refused.stderr
+    write(rows)
+    done = slimda("label-estimate", str(deployment))
+    assert done.returncode == 0, done.stderr
+    result = json.loads((deployment / "manifest.json").read_text())["labelled_target_accuracy"]
+    assert result["labels"] == 20 and result["method"] == "prediction-powered" and result["unlabelled"] == 128
+    assert result["low"] <= result["labelled_accuracy"] <= result["high"] and "accuracy on the target" in done.stdout
 
 
 def target_bank(run_dir):

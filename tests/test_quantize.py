@@ -180,10 +180,16 @@ def test_deploy_searches_width_x_precision_and_records_how_int8_was_made(trained
     # nothing is wider than the full network, and fp32 at full width has UPEM 0: int8 cannot beat it here
     assert manifest["precision"] == "fp32" and manifest["upem"] == 0 and manifest["quantization"] is None
 
-    assert main(["deploy", *common, "--precision", "int8", "--out", str(tmp_path / "int8")]) == 0
+    # with a source split: the int8 model's own estimate, and images to label picked from its predictions
+    assert main(["deploy", *common, "--precision", "int8", "--out", str(tmp_path / "int8"), "--source-val", "mnist",
+                 "--source-val-images", "150", "--label-budget", "10"]) == 0
     folder = tmp_path / "int8" / "cpu-onnxruntime"
     m = read_manifest(folder)
     raw = json.loads((folder / "manifest.json").read_text())
+    (deployed,) = [c for c in raw["precision_candidates"] if c["verdict"] == "deployed"]
+    assert raw["estimated_target_accuracy"]["value"] == deployed["est_acc"] is not None
+    assert raw["estimated_target_accuracy"]["source_images"] == 150
+    assert len(json.loads((folder / "labels" / "request.json").read_text())["picked"]) == 10
     q = raw["quantization"]
     assert m.precision.precision == "int8" and raw["measurement"]["precision"] == "int8"
     assert is_quantized(folder / "model.onnx") and not is_quantized(folder / "model.fp32.onnx")

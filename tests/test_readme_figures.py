@@ -288,6 +288,42 @@ def deploy_scale_ranking() -> str:
             f"accurate (top-1 {gains} points on average)")
 
 
+# python benchmarks/accuracy_estimation.py
+def accuracy_estimation() -> str:
+    rows = pd.read_csv(RESULTS / "accuracy_estimation.csv")
+    default = rows[rows["estimator"] == "default"].set_index("bank")
+    trusted = default[default["reliable_configs"] > 0]
+    off = default.loc[default["reliable_configs"] == 0, "max_err_pts"]
+    noseed = default.loc["m2d-noseed"]
+    return (f"{len(default)} banks, {int(default['configs'].iloc[0])} sub-networks each; the verdict trusted "
+            f"{int(trusted['reliable_configs'].sum())} sub-networks on {len(trusted)} banks, none of them off by more "
+            f"than 5 points (m2d-noseed: {int(noseed['reliable_configs'])} of {int(noseed['configs'])}, MAE "
+            f"{noseed['mae_reliable_pts']:.1f} points, interval coverage {100 * noseed['coverage_reliable']:.0f} %), "
+            f"and called the other {len(off)} banks unreliable, where the estimate was up to {off.max():.0f} "
+            "points off")
+
+
+# python benchmarks/accuracy_estimation.py
+def accuracy_estimation_labels() -> str:
+    signals = pd.read_csv(RESULTS / "accuracy_estimation_signals.csv").set_index("bank")
+    labels = pd.read_csv(RESULTS / "accuracy_estimation_labels.csv")
+    default = labels[labels["method"] == "default"]
+    n = {b: (int(signals.loc[b, "labels_for_2pts_ppi"]), int(signals.loc[b, "labels_for_2pts_alone"]))
+         for b in ("m2d-noseed", "m2d-seed", "m2d-mobilenet")}
+    return (f"coverage {default['coverage'].min():.3f}–{default['coverage'].max():.3f} over "
+            f"{int(default['draws'].iloc[0])} draws of 25–800 labels on every bank; ±2 points needs "
+            + ", ".join(f"{a} labels against {b} alone ({bank})" for bank, (a, b) in n.items()))
+
+
+# python benchmarks/accuracy_estimation.py
+def accuracy_estimation_ranking() -> str:
+    rows = pd.read_csv(RESULTS / "accuracy_estimation_ranking.csv")
+    upem = rows[rows["ranking"] == "upem"].set_index("bank")
+    spread = upem[upem["acc_spread_pts"] >= 3]
+    return "; ".join(f"{bank} (widths spread {r['acc_spread_pts']:.1f} points): UPEM ρ {r['spearman_rho']:.2f}, "
+                     f"regret {r['regret_pts_mean']:.2f}" for bank, r in spread.iterrows())
+
+
 FIGURES: dict[str, Callable[[], str]] = {
     "latency_noise_paired": latency_noise_paired,
     "train_regression_cost": train_regression_cost,
@@ -313,6 +349,9 @@ FIGURES: dict[str, Callable[[], str]] = {
     "train_throughput_memory": train_throughput_memory,
     "train_throughput_shared_host": train_throughput_shared_host,
     "bank_flops": bank_flops,
+    "accuracy_estimation": accuracy_estimation,
+    "accuracy_estimation_labels": accuracy_estimation_labels,
+    "accuracy_estimation_ranking": accuracy_estimation_ranking,
 }
 
 

@@ -36,6 +36,7 @@ examples:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from slimda.commands.options import add_int8_arguments, add_measure_arguments, add_target_scoring_arguments
     from slimda.model.heads import HEADS
+    from slimda.select.evaluate import DEFAULT_SELECT_BY, SELECT_BY
 
     what = parser.add_argument_group("what to deploy")
     what.add_argument("--bank", required=True, metavar="RUN", help="run directory written by slimda-train "
@@ -61,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     search = parser.add_argument_group("search")
     search.add_argument("--head", choices=HEADS, help="test-time head exported and scored (default: the bank's)")
     add_target_scoring_arguments(search, plain_threads=False)
+    search.add_argument("--select-by", choices=SELECT_BY, default=DEFAULT_SELECT_BY,
+                        help="what the search minimises: upem (distance to the largest network, the paper's), "
+                        "upem-ensemble (to the uniform widths' mean prediction) or estimate (the estimated target "
+                        "accuracy, maximised; needs a source split). Default: upem, whose ranking agreed best with "
+                        "the true accuracy in benchmarks/accuracy_estimation.py")
     search.add_argument("--population", type=int, default=24, help="search population (default: 24)")
     search.add_argument("--generations", type=int, default=8, help="search generations (default: 8)")
     search.add_argument("--seed", type=int, default=0, help="seed of the search and of the image choice")
@@ -73,6 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     search.add_argument("--no-measure", action="store_true",
                         help="skip timing the exported model on the device (the manifest then has no measured "
                         "latency)")
+    search.add_argument("--label-budget", type=int, default=0, metavar="N",
+                        help="also pick N scored target images at random for a person to label, written to "
+                        "DIR/DEVICE/labels/ with a labels.csv to fill in; `slimda label-estimate DIR/DEVICE` then "
+                        "gives the accuracy with a 90%% interval valid whatever the shift (320-450 labels reached "
+                        "+-2 points on the mnist -> digits banks of benchmarks/accuracy_estimation.py). Default: 0")
     search.add_argument("--ort-platform", choices=("arm", "amd64"), default="arm",
                         help="ort-mobile: platform the ORT-format model is optimised for (default: arm, phones)")
     add_int8_arguments(parser)
@@ -108,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--retries must be 0 or more, got {args.retries}")
     if not 0 <= args.tolerance < 1:
         raise ConfigError(f"--tolerance is a share of the budget in [0, 1), e.g. 0.05; got {args.tolerance}")
+    if args.label_budget < 0:
+        raise ConfigError(f"--label-budget must be 0 (none) or more, got {args.label_budget}")
     if args.batch is not None and args.batch < 1:
         raise ConfigError(f"--batch must be at least 1, got {args.batch}")
     check_output_folder(args.out)
@@ -125,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         settings=SearchSettings(population=args.population, generations=args.generations, seed=args.seed),
         measure=not args.no_measure, retries=args.retries, tolerance=args.tolerance, ort_platform=args.ort_platform,
         precision=precision,
-        int8=int8, batch=args.batch, dynamic_batch=args.dynamic_batch)
+        int8=int8, batch=args.batch, dynamic_batch=args.dynamic_batch, label_budget=args.label_budget)
     deployer = open_deployer(args.bank, target_scoring_from_args(args), options, args.out)
     print_deployments(deploy_fleet(deployer, devices, budgets))
     return 0
@@ -133,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
 
 def print_deployments(deployments: Sequence[Deployment]) -> None:
     """One table row per deployment: budget, choice, predicted vs measured latency, scores, folder."""
+    from slimda.select.estimate import estimate_text
     from slimda.tables import print_table
 
     rows = []
@@ -142,7 +156,8 @@ def print_deployments(deployments: Sequence[Deployment]) -> None:
                      "config_id": m.network.config_id, "width": m.network.width,
                      "predicted_ms": _text(m.latency.predicted_ms),
                      "measured_ms": _text(m.latency.measured_ms), "upem": m.scores.upem,
-                     "target_acc": _text(m.scores.target_acc), "flops_m": m.network.flops_m, "dir": str(d.dir)})
+                     "est_acc": estimate_text(m.scores.estimate), "target_acc": _text(m.scores.target_acc),
+                     "flops_m": m.network.flops_m, "dir": str(d.dir)})
     print_table(rows)
 
 

@@ -125,6 +125,12 @@ def add_target_scoring_arguments(parser: argparse.ArgumentParser | argparse._Arg
     parser.add_argument("--workers", type=int, metavar="N",
                         help="DataLoader processes reading target images (0: in this process); default: 0 for the "
                         "built-in digits, else the cores the threads leave, 1-8")
+    parser.add_argument("--source-val", metavar="DATA",
+                        help="labelled source images the bank never trained on (one folder per class), on which the "
+                        "estimates of target accuracy are calibrated; default: the source images the run held out of "
+                        "training (slimda-train --source-val), if any")
+    parser.add_argument("--source-val-images", type=int, default=2000, metavar="N",
+                        help="source images used from the split, at random; 0 = all (default: 2000)")
     names = ("--score-threads", "--threads") if plain_threads else ("--score-threads",)
     parser.add_argument(*names, dest="score_threads", type=int, metavar="N",
                         help="torch's CPU threads for scoring sub-networks; default: half the cores, so a job beside "
@@ -151,10 +157,12 @@ def add_score_compute_arguments(parser: argparse.ArgumentParser | argparse._Argu
 def target_scoring_from_args(args: argparse.Namespace) -> TargetScoring:
     """``TargetScoring`` from ``--target``, the scoring options above, ``--head`` (if any) and ``--seed``."""
     from slimda.deploy.setup import TargetScoring
+    from slimda.select.evaluate import DEFAULT_SELECT_BY
 
     return TargetScoring(args.target, getattr(args, "head", None), args.distance, args.calibration_images,
                          getattr(args, "score_images", 0), args.seed, args.workers, args.score_threads,
-                         args.score_device, args.score_amp, args.score_layout)
+                         args.score_device, args.score_amp, args.score_layout, args.source_val,
+                         args.source_val_images, getattr(args, "select_by", DEFAULT_SELECT_BY))
 
 
 def add_int8_arguments(parser: argparse.ArgumentParser, search: bool = True) -> None:

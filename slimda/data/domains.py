@@ -86,6 +86,10 @@ class Domain:
         """
         raise NotImplementedError
 
+    def original(self, i: int) -> Path | np.ndarray:
+        """Image ``i`` as it came: its file (folders) or its pixels (built-in domains), for a person to look at."""
+        raise NotImplementedError
+
     def cache_images(self, prep: Preprocessing, workers: int = 0) -> None:
         """Keep every image decoded and resized in memory for later datasets (``--cache-images``)."""
 
@@ -125,6 +129,9 @@ class _ArrayDomain(Domain):
 
     def labels(self) -> list[int]:
         return self._labels.tolist()
+
+    def original(self, i: int) -> np.ndarray:
+        return self._images[i]
 
     def dataset(
         self, prep: Preprocessing, indices: Sequence[int] | None = None, augment: str = "none"
@@ -204,6 +211,9 @@ class _FolderDomain(Domain):
 
     def labels(self) -> list[int] | None:
         return None if self._labels is None else list(self._labels)
+
+    def original(self, i: int) -> Path:
+        return self._files[i]
 
     def dataset(
         self, prep: Preprocessing, indices: Sequence[int] | None = None, augment: str = "none"

@@ -1,6 +1,7 @@
 """Labelled domains written as ImageFolder trees from images that ship in packages: a photo pair (for a first
-try of the photo path) and digit folders, grey and colour (for the folder path of small images). Used by tests,
-benchmarks and users trying slimda without data; nothing is downloaded."""
+try of the photo path), digit folders, grey and colour (for the folder path of small images), and printed digits
+over photos (a shift none of the others resembles). Used by tests, benchmarks and users trying slimda without
+data; nothing is downloaded."""
 
 from __future__ import annotations
 
@@ -90,3 +91,57 @@ def make_digit_domains(root: str | Path, seed: int = 0) -> dict[str, Path]:
             Image.fromarray(image).save(out / f"{i:05d}.png")
         part.rename(folder)  # a half-written domain is never mistaken for a whole one
     return folders
+
+
+# matplotlib's own fonts (the same files on every machine it installs on) that draw the ten digits as digits
+DIGIT_FONTS = ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSansMono", "DejaVuSansMono-Bold",
+               "DejaVuSerif", "DejaVuSerif-Bold", "DejaVuSerif-Italic", "STIXGeneral", "STIXGeneralBol",
+               "STIXGeneralItalic", "cmr10", "cmss10", "cmtt10", "cmb10")
+
+
+def make_font_digits(root: str | Path, count: int = 2000, seed: int = 0, size: int = 28) -> Path:
+    """Printed digits over photos as ``root/<class>/NNNNN.png``: each digit drawn in one of ``DIGIT_FONTS``
+    (random size, rotation, offset and ink colour) over a random crop of scikit-learn's two sample photos.
+
+    A target no digit domain here resembles (type instead of handwriting, coloured ink on texture), for
+    checking that what was tuned on the other pairs holds on a new one. Kept when it exists (a pure function of
+    its arguments). Needs matplotlib (slimda's ``all`` extra) for the font files.
+    """
+    import matplotlib
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+    from sklearn.datasets import load_sample_images
+
+    root = Path(root)
+    if root.is_dir():
+        return root
+    font_dir = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    photos = [np.asarray(Image.fromarray(p).resize((p.shape[1] // 2, p.shape[0] // 2), Image.BILINEAR))
+              for p in load_sample_images().images]
+    rng = np.random.default_rng(seed)
+    part = root.with_name(root.name + ".partial")
+    shutil.rmtree(part, ignore_errors=True)
+    big = 2 * size  # drawn at twice the size, then rotated and shrunk: smooth edges
+    for i in range(count):
+        label = i % 10
+        font = ImageFont.truetype(str(font_dir / f"{DIGIT_FONTS[int(rng.integers(len(DIGIT_FONTS)))]}.ttf"),
+                                  int(big * rng.uniform(0.55, 0.85)))
+        ink = Image.new("L", (big, big), 0)
+        shift = rng.uniform(-0.1, 0.1, 2) * big
+        ImageDraw.Draw(ink).text((big / 2 + shift[0], big / 2 + shift[1]), str(label), fill=255, font=font,
+                                 anchor="mm")
+        ink = ink.rotate(float(rng.uniform(-15, 15)), Image.BILINEAR).resize((size, size), Image.BILINEAR)
+        photo = photos[int(rng.integers(len(photos)))]
+        top, left = (int(rng.integers(0, n - size + 1)) for n in photo.shape[:2])
+        crop = photo[top:top + size, left:left + size].astype(np.float32)
+        alpha = np.asarray(ink, np.float32)[:, :, None] / 255
+        luma = np.array([0.299, 0.587, 0.114], np.float32)
+        colour = rng.integers(0, 256, 3).astype(np.float32)
+        while abs(float((colour - crop.mean((0, 1))) @ luma)) < 80:  # ink that stands out from its background
+            colour = rng.integers(0, 256, 3).astype(np.float32)
+        image = crop * (1 - alpha) + colour * alpha
+        out = part / str(label)
+        out.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image.round().clip(0, 255).astype(np.uint8)).save(out / f"{i:05d}.png")
+    part.rename(root)
+    return root

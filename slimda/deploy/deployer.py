@@ -97,6 +97,7 @@ class DeployOptions:
     batch: int | None = None  # batch of the exported input; None: the batch the device's table was timed at (1)
     dynamic_batch: bool = False  # export a symbolic batch axis (ONNX Runtime, OpenVINO), timed at the table's
     int8: Int8Settings = Int8Settings()  # how int8 candidates are calibrated, scored and accepted
+    label_budget: int = 0  # target images picked for a person to label (``slimda.deploy.labelling``); 0: none
 
 
 @dataclass
@@ -235,8 +236,10 @@ class Deployer:
             else:
                 score = self.scorer.score(result.best)
                 predicted = round_or_none(predict(result.best)) if predict else None
+                estimate = self.scorer.estimate(result.best)
                 candidates.append(Candidate(result.best, precision, predicted, score.upem, score.upem,
-                                            target_acc=score.target_acc))
+                                            target_acc=score.target_acc, estimate=estimate,
+                                            fitness=self.scorer.fitness_from(score.upem, estimate)))
         if not results:
             raise InfeasibleBudget("; ".join(infeasible))
         winner = choose(candidates, self.options.int8.agreement)
@@ -252,11 +255,13 @@ class Deployer:
         s = self.options.settings
         total = s.population + s.generations * (s.mutations + s.crossovers)
         with progress_bar(total, f"search {device_name}", "cand", self.options.progress) as bar:
+            best = [float("inf")]
+
             def fitness(config: WidthConfig) -> float:
-                known = config.id in self.scorer.cache
-                value = self.scorer.upem(config)
-                if not known:
-                    bar.set_postfix_str(f"best upem {min(c.upem for c in self.scorer.cache.values()):.4f}")
+                value = self.scorer.fitness(config)
+                if value < best[0]:
+                    best[0] = value
+                    bar.set_postfix_str(f"best {self.scorer.select_by} {value:.4f}")
                 return value
 
             try:
@@ -273,6 +278,9 @@ class Deployer:
 
         started = time.perf_counter()
         device = get_device(device_name)
+        if self.options.label_budget > self.scorer.target.count:  # refused before the search, not after
+            raise ConfigError(f"--label-budget {self.options.label_budget} is more than the "
+                              f"{self.scorer.target.count} scored target images: lower it or raise --score-images")
         opts = self.options.measure_options or MeasureOptions()
         check_target(device, opts)  # e.g. a Jetson's engine is built and timed there: it needs --host
         tables = self._tables(device, precisions_to_search(device, self.options.precision), budgets)
@@ -307,6 +315,8 @@ class Deployer:
                 if not last and config.id == self.bank.space.smallest().id:
                     last = True  # nothing smaller to try
                 if last:
+                    if self.options.label_budget:
+                        self._label_request(exported, stage.path, final, input_shape, chosen)
                     manifest = Manifest(
                         device.name, device.runtime, budgets, self._network(config),
                         latency_record(budgets, measured, predicted, tolerance), self._scores(chosen),
@@ -343,6 +353,25 @@ class Deployer:
         with one_torch_thread():
             return measure_like_table(exported.onnx, table, self.bank, device, opts, exported.artifact)
 
+    def _label_request(self, exported: ExportResult, folder: Path, final: Path, input_shape: tuple[int, ...],
+                       chosen: Candidate) -> None:
+        """Target images for a person to label, picked from the predictions of the model file that ships."""
+        import numpy as np
+        import torch
+
+        from slimda.deploy.labelling import write_label_request
+        from slimda.export.quantize import onnx_outputs
+
+        target = self.scorer.target
+        images = torch.cat(target.images).cpu().numpy().astype(np.float32)
+        (out,) = onnx_outputs([exported.onnx], images, 64 if self.options.dynamic_batch else input_shape[0])
+        probs = get_head(self.head).probabilities(torch.from_numpy(out)).numpy()
+        written = write_label_request(folder, probs, target.domain, target.scored, list(self.meta.class_names),
+                                      chosen.estimate.temperature if chosen.estimate else 1.0,
+                                      self.options.label_budget, self.options.settings.seed)
+        say(f"{self.options.label_budget} target images to label in {final / written.name}/: fill in labels.csv "
+            f"there, then run `slimda label-estimate {final}`")
+
     # -- the manifest's parts
     def _network(self, config: WidthConfig) -> ChosenNetwork:
         return ChosenNetwork(config.id, round(self.bank.space.ratio_of(config), 4), config.as_dict(), self.bank.arch,
@@ -350,9 +379,10 @@ class Deployer:
                              self.head, get_head(self.head).output_text)
 
     def _scores(self, chosen: Candidate) -> Scores:
-        """UPEM (and target accuracy) as deployed: of the quantized model for int8."""
+        """UPEM, target accuracy and its estimate as deployed (of the quantized model for int8)."""
         return Scores(round(chosen.upem, 6), self.scorer.distance,
-                      None if chosen.target_acc is None else round(chosen.target_acc, 5))
+                      None if chosen.target_acc is None else round(chosen.target_acc, 5),
+                      None if chosen.estimate is None else chosen.estimate.to_dict(), self.scorer.select_by)
 
     def _provenance(self, result: SearchResult, measured: TableScaleLatency | None, attempts: list[Attempt],
                     search_seconds: float, started: float, final: Path) -> Provenance:

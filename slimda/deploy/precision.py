@@ -39,6 +39,7 @@ from slimda.export.quantize import (
 from slimda.model.heads import get_head
 from slimda.model.space import WidthConfig
 from slimda.profilers.devices import INT8
+from slimda.select.estimate import Estimate
 from slimda.select.evaluate import TargetScorer
 from slimda.select.upem import upem
 
@@ -99,12 +100,19 @@ class Candidate:
     files: Path | None = None  # int8: the folder holding model.onnx (QDQ) and model.fp32.onnx
     parity: float | None = None  # int8: the fp32 export's parity with PyTorch
     verdict: str = "finalist"
+    estimate: Estimate | None = None  # estimated target accuracy as deployed (of the quantized model for int8)
+    fitness: float | None = None  # what chose it (``TargetScorer.fitness``, lower is better); None: the UPEM
+
+    @property
+    def rank_key(self) -> float:
+        return self.upem if self.fitness is None else self.fitness
 
     def to_dict(self) -> dict[str, object]:
         return {"config_id": self.config.id, "precision": self.precision, "predicted_latency_ms": self.predicted_ms,
                 "upem_fp32": round(self.upem_fp32, 6), "upem": round(self.upem, 6),
                 "agreement": None if self.agreement is None else round(self.agreement, 5),
-                "target_acc": None if self.target_acc is None else round(self.target_acc, 5), "verdict": self.verdict}
+                "target_acc": None if self.target_acc is None else round(self.target_acc, 5),
+                "est_acc": None if self.estimate is None else round(self.estimate.estimate, 5), "verdict": self.verdict}
 
 
 class QuantizedScorer:
@@ -155,16 +163,29 @@ class QuantizedScorer:
             agreement = float((fp32_out.argmax(1) == int8_out.argmax(1)).mean())
             labels = self.scorer.target.labels
             acc = None if labels is None else float((probs.argmax(1) == labels).float().mean())
-            self._cache[key] = Candidate(config, INT8, predicted_ms, self.scorer.upem(config),
-                                         upem(probs, self.scorer.anchor, self.scorer.distance), agreement, acc,
-                                         record, folder, parity)
+            as_int8 = upem(probs, self.scorer.anchor, self.scorer.distance)
+            estimate = self._estimate(int8, probs, input_shape)
+            self._cache[key] = Candidate(config, INT8, predicted_ms, self.scorer.upem(config), as_int8, agreement, acc,
+                                         record, folder, parity, estimate=estimate,
+                                         fitness=self.scorer.fitness_from(as_int8, estimate))
         return replace(self._cache[key], predicted_ms=predicted_ms, verdict="finalist")
 
 
+    def _estimate(self, model: Path, target_probs: torch.Tensor, input_shape: tuple[int, ...]) -> Estimate | None:
+        """The quantized model's own estimate: its softmax on the source split and on the scored target."""
+        if self.scorer.no_estimate:
+            return None
+        source = torch.cat(self.scorer.source.images).cpu().numpy().astype(np.float32)
+        (out,) = onnx_outputs([model], source, 64 if self.dynamic_batch else input_shape[0])
+        probs = get_head(self.scorer.head).probabilities(torch.from_numpy(out))
+        return self.scorer.estimate_from(probs, target_probs)
+
+
 def choose(candidates: Sequence[Candidate], agreement: float) -> Candidate | None:
-    """The candidate with the least UPEM as deployed (then the least predicted latency) among those whose
-    int8 agreement reaches ``agreement``; sets every candidate's ``verdict``. None: every one was refused."""
-    ranked = sorted(candidates, key=lambda c: (c.upem, c.predicted_ms if c.predicted_ms is not None else 0.0))
+    """The candidate with the least UPEM as deployed (or the best fitness, ``--select-by``; then the least
+    predicted latency) among those whose int8 agreement reaches ``agreement``; sets every candidate's
+    ``verdict``. None: every one was refused."""
+    ranked = sorted(candidates, key=lambda c: (c.rank_key, c.predicted_ms if c.predicted_ms is not None else 0.0))
     winner = None
     for c in ranked:
         if c.agreement is not None and c.agreement < agreement:
@@ -173,7 +194,8 @@ def choose(candidates: Sequence[Candidate], agreement: float) -> Candidate | Non
         elif winner is None:
             winner, c.verdict = c, "deployed"
         else:
-            c.verdict = f"UPEM {c.upem:.4g} as deployed, above the winner's {winner.upem:.4g}"
+            c.verdict = (f"UPEM {c.upem:.4g} as deployed, above the winner's {winner.upem:.4g}" if c.fitness is None
+                         else f"selection score {c.fitness:.4g} as deployed, above the winner's {winner.fitness:.4g}")
     return winner
 
 

@@ -135,6 +135,7 @@ def deploy(deployer: Deployer, devices: list[str], fraction: float) -> list[Depl
 
 def summarise(out: Path, deployments: list[Deployment], run_dir: Path, written: list[Path], seconds: float) -> None:
     """Write ``summary.csv``, print it, and the largest/smallest sub-networks' accuracy for reference."""
+    from slimda.select.estimate import estimate_text
     from slimda.tables import print_table, write_csv_atomic
 
     rows = []
@@ -144,7 +145,8 @@ def summarise(out: Path, deployments: list[Deployment], run_dir: Path, written: 
             "device": m.device, "budget_ms": m.budget.latency.value if m.budget.latency else None,
             "config_id": m.network.config_id, "width": m.network.width, "predicted_ms": m.latency.predicted_ms,
             "measured_ms": m.latency.measured_ms, "within_budget": m.latency.within_budget, "upem": m.scores.upem,
-            "target_acc": m.scores.target_acc, "flops_m": m.network.flops_m,
+            "est_acc": estimate_text(m.scores.estimate), "target_acc": m.scores.target_acc,
+            "flops_m": m.network.flops_m,
         })
     write_csv_atomic(out / "summary.csv", rows)
     print()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from slimda.model.space import WidthConfig, WidthSpace
 from slimda.profilers.devices import INT8
+from slimda.select.estimate import ESTIMATE_COLUMNS
 from slimda.select.evaluate import Score, TargetScorer
 from slimda.tables import atomic_output, write_csv_atomic
 
@@ -23,8 +24,8 @@ if TYPE_CHECKING:
     from slimda.profilers.devices import DeviceProfile
 
 BENCH_COLUMNS: tuple[str, ...] = (
-    "device", "precision", "config_id", "width", "kind", "predicted_latency_ms", "upem", "target_acc", "flops_m",
-    "params_m", "pareto_upem", "pareto_acc",
+    "device", "precision", "config_id", "width", "kind", "predicted_latency_ms", "upem", "target_acc",
+    *ESTIMATE_COLUMNS, "flops_m", "params_m", "pareto_upem", "pareto_acc",
 )
 
 
@@ -64,12 +65,14 @@ def device_rows(device: str, precision: str, configs: Sequence[tuple[str, WidthC
     """One report row per configuration in ``precision`` (scored by ``score``, costs predicted), this
     precision's Pareto fronts flagged."""
     rows = []
+    no_estimate = dict.fromkeys(ESTIMATE_COLUMNS, "")
     for kind, config in configs:
         s = score(config)
         rows.append({"device": device, "precision": precision, "config_id": config.id,
                      "width": round(ratio_of(config), 4), "kind": kind,
                      "predicted_latency_ms": round(predict_ms(config), 6), "upem": round(s.upem, 6),
                      "target_acc": "" if s.target_acc is None else round(s.target_acc, 5),
+                     **(no_estimate if s.estimate is None else s.estimate.columns()),
                      "flops_m": round(flops(config) / 1e6, 4), "params_m": round(params(config) / 1e6, 5)})
         if progress:
             progress(1)
@@ -96,8 +99,9 @@ def read_deployments(report_csv: Path, device: str, default_precision: str) -> l
 
 def plot_device(rows: Sequence[Mapping[str, object]], deployments: Sequence[Mapping[str, str]], path: Path,
                 title: str) -> Path:
-    """PNG: UPEM (and target accuracy, when labelled) against predicted latency, one series per precision
-    (uniform widths as squares), each precision's Pareto front, and the deployments as stars."""
+    """PNG: UPEM (target accuracy, when labelled; the estimate of it and its interval as a band, when there is
+    one) against predicted latency, one series per precision (uniform widths as squares), each precision's
+    Pareto front, and the deployments as stars."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,6 +111,9 @@ def plot_device(rows: Sequence[Mapping[str, object]], deployments: Sequence[Mapp
     panels = [("upem", "UPEM (lower is better)", "pareto_upem")]
     if labelled:
         panels.append(("target_acc", "target accuracy (labels: report only)", "pareto_acc"))
+    estimated = [r for r in rows if r.get("est_acc", "") != ""]
+    if estimated:
+        panels.append(("est_acc", "estimated target accuracy, 90% interval (no labels)", None))
     fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.8), squeeze=False)
     by_id = {(r["config_id"], r["precision"]): r for r in rows}
     precisions = list(dict.fromkeys(str(r["precision"]) for r in rows))
@@ -115,16 +122,28 @@ def plot_device(rows: Sequence[Mapping[str, object]], deployments: Sequence[Mapp
         for precision in precisions:
             mine = [r for r in rows if r["precision"] == precision]
             colour = colours[precision]
+            if front_col is None:  # the estimate: its points, and the front's interval as a band
+                mine = [r for r in mine if r.get(column, "") != ""]
+                on = pareto_front([(r["predicted_latency_ms"], -r[column]) for r in mine])  # type: ignore[misc]
             for kind, style in (("random", dict(s=12, alpha=0.45)), ("uniform", dict(s=30, marker="s"))):
                 pts = [r for r in mine if r["kind"] == kind]
                 ax.scatter([r["predicted_latency_ms"] for r in pts], [r[column] for r in pts], c=colour,
                            label=f"{precision} {kind}", **style)
-            front = sorted((r for r in mine if r[front_col] is True), key=lambda r: r["predicted_latency_ms"])
+            if front_col is None:
+                front = sorted((r for r, o in zip(mine, on) if o), key=lambda r: r["predicted_latency_ms"])
+                ax.fill_between([r["predicted_latency_ms"] for r in front], [r["est_acc_low"] for r in front],
+                                [r["est_acc_high"] for r in front], color=colour, alpha=0.2, step="post",
+                                label=f"{precision} interval")
+                if any(r["est_verdict"] != "reliable" for r in mine):
+                    ax.text(0.02, 0.02, "estimate unreliable here: see est_verdict", transform=ax.transAxes,
+                            color="tab:red", fontsize=8)
+            else:
+                front = sorted((r for r in mine if r[front_col] is True), key=lambda r: r["predicted_latency_ms"])
             ax.plot([r["predicted_latency_ms"] for r in front], [r[column] for r in front], "-", c=colour, lw=1.5,
                     label=f"{precision} Pareto front")
         for i, d in enumerate(deployments):
             r = by_id.get((d["config_id"], d["precision"]))
-            if r is None:
+            if r is None or r.get(column, "") == "":
                 continue
             measured = d.get("measured_latency_ms") or ""
             ax.scatter([r["predicted_latency_ms"]], [r[column]], marker="*", s=220, c="tab:red", zorder=5,
@@ -172,8 +191,8 @@ def _scoring(scorer: TargetScorer, quantized: QuantizedScorer, device: DevicePro
     def score(config: WidthConfig) -> Score:
         if precision == INT8:
             c = quantized.candidate(config, device.int8_activations, input_shape, device.default_opset, None)
-            return Score(c.upem, c.target_acc)
-        return scorer.score(config)
+            return Score(c.upem, c.target_acc, c.estimate)
+        return scorer.score_with_estimate(config)
     return score
 
 

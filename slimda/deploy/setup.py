@@ -10,7 +10,14 @@ from pathlib import Path
 
 from slimda.deploy.deployer import Deployer, DeployOptions
 from slimda.model.bank import BankMeta, ModelBank, load_bank
-from slimda.select.evaluate import TargetScorer, load_target_images
+from slimda.select.evaluate import (
+    DEFAULT_SELECT_BY,
+    TargetImages,
+    TargetScorer,
+    load_run_source_val,
+    load_source_val,
+    load_target_images,
+)
 from slimda.select.upem import DEFAULT_DISTANCE
 
 
@@ -29,6 +36,9 @@ class TargetScoring:
     device: str = "auto"  # where sub-networks are scored (auto: a CUDA GPU when there is one)
     amp: str = "auto"  # autocast while scoring (auto: bf16 on a GPU, off on the CPU)
     layout: str = "auto"  # memory layout while scoring (auto: channels-last on a GPU, nchw on the CPU)
+    source_val: str | None = None  # labelled source images the bank never saw; None: the run's own split, if any
+    source_val_images: int = 2000  # of them, at random (0: all)
+    select_by: str = DEFAULT_SELECT_BY  # what the search minimises: upem, upem-ensemble or -estimate
 
 
 @dataclass(frozen=True)
@@ -58,9 +68,12 @@ class BankRun:
         use_threads(scoring.threads, "--score-threads")
         target = load_target_images(scoring.target, self.meta, scoring.calibration_images, scoring.score_images,
                                     seed=scoring.seed, workers=scoring.workers)
-        scorer = TargetScorer(self.bank, target, scoring.head or self.meta.test_head, scoring.distance, compute)
+        scorer = TargetScorer(self.bank, target, scoring.head or self.meta.test_head, scoring.distance, compute,
+                              self.source_val(scoring), scoring.select_by)
         from slimda.console import say
 
+        if scorer.no_estimate:
+            say(f"no estimate of target accuracy: {scorer.no_estimate}")
         if compute.device.type != "cpu":
             kept = "kept on the GPU" if scorer.images_on_device else "copied to the GPU per batch (too large to keep)"
             say(f"scoring sub-networks on {compute.label}; target images {kept}")
@@ -70,6 +83,13 @@ class BankRun:
                 "(on CPUs with bf16 instructions), and fewer --calibration-images/--score-images and a smaller "
                 "--population shorten the search (benchmarks/deploy_scale.py measures both)")
         return scorer
+
+    def source_val(self, scoring: TargetScoring) -> TargetImages | None:
+        """Labelled source images the bank never trained on: ``--source-val DATA``, else the run's own split."""
+        if scoring.source_val:
+            return load_source_val(scoring.source_val, self.meta, scoring.source_val_images, scoring.seed,
+                                   scoring.workers)
+        return load_run_source_val(self.run_dir, self.meta, scoring.source_val_images, scoring.seed, scoring.workers)
 
     def deployer(self, scorer: TargetScorer, options: DeployOptions, out: str | os.PathLike | None = None) -> Deployer:
         """A ``Deployer`` of this bank scored by ``scorer``, writing to ``out`` (default RUN/deploy)."""

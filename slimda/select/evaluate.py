@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch.utils.data import Dataset
 
+from slimda.data.domains import Domain
 from slimda.data.loading import image_batches
+from slimda.errors import ConfigError
 from slimda.model.bank import BankMeta, ModelBank, StaticBank
 from slimda.model.bn import recalibrate
 from slimda.model.compute import CPU, Compute
 from slimda.model.cost import count_flops, count_params
 from slimda.model.heads import HEADS, BankOutput, get_head
 from slimda.model.space import WidthConfig
+from slimda.select.estimate import Estimate
 from slimda.select.upem import DEFAULT_DISTANCE, upem
 
 
@@ -116,15 +119,18 @@ def evaluate_configs(
     return rows
 
 
-def estimates(source: torch.Tensor, source_labels: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-    """The label-free target-accuracy estimates of one network from its softmax on the source split and the
-    target (columns of ``slimda eval --source-val``)."""
+def estimates(source: torch.Tensor, source_labels: torch.Tensor, target: torch.Tensor,
+              anchor_source: torch.Tensor | None = None,
+              anchor_target: torch.Tensor | None = None) -> dict[str, object]:
+    """A network's label-free target-accuracy estimate (``slimda.select.estimate.target_accuracy``) with its
+    interval and verdict, from its softmax on the source split and the target, beside the source split's accuracy
+    and the simpler estimates it is compared with (columns of ``slimda eval`` and eval.csv)."""
     from slimda.select import estimate as est
 
-    atc = est.atc(source, source_labels, target)
-    return {"source_val_acc": round(est.accuracy(source, source_labels), 5),
-            "est_acc_atc": round(atc.estimate, 5), "est_acc_doc": round(est.doc(source, source_labels, target), 5),
-            "avg_conf": round(est.average_confidence(target), 5), "temperature": round(atc.temperature, 4)}
+    found = est.target_accuracy(source, source_labels, target, anchor_source, anchor_target)
+    return {"source_val_acc": round(est.accuracy(source, source_labels), 5), **found.columns(),
+            "est_acc_doc": round(est.doc(source, source_labels, target), 5),
+            "avg_conf": round(est.average_confidence(target), 5), "temperature": round(found.temperature, 4)}
 
 
 # ------------------------------------------------------------------------------- target images and scoring
@@ -144,6 +150,7 @@ class TargetImages:
     labels: torch.Tensor | None
     dataset: Dataset | None = None
     scored: tuple[int, ...] = ()
+    domain: Domain | None = None  # where the images came from (their originals, for a person to label)
 
     @property
     def count(self) -> int:
@@ -188,7 +195,7 @@ def load_target_images(spec: str, meta: BankMeta, calibration_images: int = 1024
         images.append(x)
         labels.append(y)
     return TargetImages(target.name, calibration, images, torch.cat(labels) if target.has_labels else None,
-                        dataset, tuple(scored))
+                        dataset, tuple(scored), target)
 
 
 def load_source_val(spec: str, meta: BankMeta, images: int = 2000, seed: int = 0,
@@ -197,7 +204,10 @@ def load_source_val(spec: str, meta: BankMeta, images: int = 2000, seed: int = 0
     input: ``images`` of them at random (0: all). A folder without class folders is a ``DataError``."""
     from slimda.errors import DataError
 
-    split = load_target_images(spec, meta, calibration_images=1, score_images=images, seed=seed, workers=workers)
+    try:
+        split = load_target_images(spec, meta, calibration_images=1, score_images=images, seed=seed, workers=workers)
+    except DataError as err:  # it said "target": name the option it came through
+        raise DataError(f"--source-val {spec}: {err}") from None
     if split.labels is None:
         raise DataError(f"--source-val {spec} has no labels: give a folder of the source domain with one folder "
                         "per class, none of whose images the bank was trained on")
@@ -234,26 +244,46 @@ def load_run_source_val(run_dir: str | os.PathLike, meta: BankMeta, images: int 
     return TargetImages(f"{domain.name} (held out)", [], [x for x, _ in batches], torch.cat([y for _, y in batches]))
 
 
+SELECT_BY = ("upem", "upem-ensemble", "estimate")
+# the best Spearman ρ of the three on both banks whose widths spread ≥ 3 points (benchmarks/accuracy_estimation.py)
+DEFAULT_SELECT_BY = "upem"
+
+
 @dataclass(frozen=True)
 class Score:
     """A configuration's UPEM and target accuracy in one precision."""
 
     upem: float
     target_acc: float | None  # None when the target has no labels; never used to choose
+    estimate: Estimate | None = None  # the label-free estimate of target_acc, where one was asked for and possible
 
 
 class TargetScorer:
     """UPEM of sub-networks on target images for one head (and accuracy, when labels exist), cached per
-    configuration, so a fleet of deployments and the reports share every evaluation."""
+    configuration, so a fleet of deployments and the reports share every evaluation. With ``source`` (a
+    labelled source split training never saw), also each network's estimated target accuracy (``estimate``)."""
 
     def __init__(self, bank: ModelBank, target: TargetImages, head: str = "ca",
-                 distance: str = DEFAULT_DISTANCE, compute: Compute = CPU) -> None:
+                 distance: str = DEFAULT_DISTANCE, compute: Compute = CPU, source: TargetImages | None = None,
+                 select_by: str = DEFAULT_SELECT_BY) -> None:
         get_head(head)  # an unknown head is a ConfigError listing the heads
+        if select_by not in SELECT_BY:
+            raise ConfigError(f"unknown --select-by {select_by!r}; choose one of {', '.join(SELECT_BY)}")
+        self.select_by = select_by
         self.bank, self.target, self.head, self.distance, self.compute = bank, target, head, distance, compute
         self.cache: dict[str, Score] = {}
         self._anchor: torch.Tensor | None = None
+        self._largest: torch.Tensor | None = None
         # on a GPU the images stay there between candidates when they fit (``Compute.stage``)
         self._calibration, self._images = compute.stage(target.calibration), compute.stage(target.images)
+        self.source = source
+        self.no_estimate = estimation_refusal(target, source)  # why there is no estimate; None: there is one
+        self._source_images = compute.stage(source.images) if source is not None and not self.no_estimate else []
+        self._estimates: dict[str, Estimate] = {}
+        self._anchor_source: torch.Tensor | None = None
+        if select_by == "estimate" and self.no_estimate:
+            raise ConfigError(f"--select-by estimate needs an estimate of target accuracy, and there is none: "
+                              f"{self.no_estimate}")
 
     @property
     def images_on_device(self) -> bool:
@@ -271,17 +301,89 @@ class TargetScorer:
 
     @property
     def anchor(self) -> torch.Tensor:
+        """What UPEM measures the distance to: the largest network, or with ``--select-by upem-ensemble`` the
+        mean prediction of the uniform widths."""
         if self._anchor is None:
-            self._anchor = self._probabilities(self.bank.space.largest())
+            space = self.bank.space
+            members = [space.uniform(r) for r in space.ratios] if self.select_by == "upem-ensemble" else []
+            self._anchor = torch.stack([self.largest, *(self._probabilities(c) for c in members
+                                                        if c != space.largest())]).mean(0)
         return self._anchor
+
+    @property
+    def largest(self) -> torch.Tensor:
+        """The largest network's class probabilities on the scored images."""
+        if self._largest is None:
+            self._largest = self._probabilities(self.bank.space.largest())
+        return self._largest
+
+    def fitness(self, config: WidthConfig) -> float:
+        """What the search minimises: UPEM, or the estimated target accuracy's negative (``--select-by``)."""
+        return self.fitness_from(self.score(config).upem, self.estimate(config) if self.select_by == "estimate"
+                                 else None)
+
+    def fitness_from(self, upem_value: float, estimate: Estimate | None) -> float:
+        return -estimate.estimate if self.select_by == "estimate" and estimate is not None else upem_value
 
     def score(self, config: WidthConfig) -> Score:
         if config.id not in self.cache:
-            probs = self.anchor if config == self.bank.space.largest() else self._probabilities(config)
-            labels = self.target.labels
-            acc = None if labels is None else float((probs.argmax(1) == labels).float().mean())
-            self.cache[config.id] = Score(upem(probs, self.anchor, self.distance), acc)
+            probs = self.largest if config == self.bank.space.largest() else self._probabilities(config)
+            self._remember(config, probs)
         return self.cache[config.id]
+
+    def _remember(self, config: WidthConfig, probs: torch.Tensor) -> None:
+        labels = self.target.labels
+        acc = None if labels is None else float((probs.argmax(1) == labels).float().mean())
+        self.cache[config.id] = Score(upem(probs, self.anchor, self.distance), acc)
+
+    def score_with_estimate(self, config: WidthConfig) -> Score:
+        """``score`` with the estimate filled in (where there can be one)."""
+        estimate = self.estimate(config)
+        return replace(self.score(config), estimate=estimate)
 
     def upem(self, config: WidthConfig) -> float:
         return self.score(config).upem
+
+    def _source_probabilities(self, static: StaticBank) -> torch.Tensor:
+        return head_probabilities(forward_all(static, self._source_images, self.compute), self.head,
+                                  self.bank.num_classes)
+
+    def estimate(self, config: WidthConfig) -> Estimate | None:
+        """``config``'s estimated target accuracy as it ships, with its interval and verdict (cached); None
+        without a usable source split (``no_estimate`` says why)."""
+        if self.no_estimate:
+            return None
+        if config.id not in self._estimates:
+            static = calibrated(self.bank, config, self._calibration, self.compute)
+            target = head_probabilities(forward_all(static, self._images, self.compute), self.head,
+                                        self.bank.num_classes)
+            if config.id not in self.cache:  # scored on the way (a report asks for both)
+                self._remember(config, target)
+            self._estimates[config.id] = self.estimate_from(self._source_probabilities(static), target)
+        return self._estimates[config.id]
+
+    def estimate_from(self, source: torch.Tensor, target: torch.Tensor) -> Estimate:
+        """The estimate of a network whose softmax on the source split and the scored target images is given
+        (an int8 model's, say), beside the largest network's."""
+        from slimda.select.estimate import target_accuracy
+
+        if self._anchor_source is None:
+            largest = calibrated(self.bank, self.bank.space.largest(), self._calibration, self.compute)
+            self._anchor_source = self._source_probabilities(largest)
+        return target_accuracy(source, self.source.labels, target, self._anchor_source, self.largest)
+
+
+def estimation_refusal(target: TargetImages, source: TargetImages | None) -> str | None:
+    """Why target accuracy cannot be estimated from these images (None: it can)."""
+    from slimda.select.estimate import MIN_SOURCE_IMAGES, MIN_TARGET_IMAGES
+
+    if source is None:
+        return ("no labelled source images the bank never trained on: train with slimda-train --source-val 0.1, or "
+                "pass --source-val DATA (a folder of labelled source images, one folder per class)")
+    if source.count < MIN_SOURCE_IMAGES:
+        return (f"the source split has {source.count} images; an estimate needs at least {MIN_SOURCE_IMAGES} "
+                "(a larger slimda-train --source-val share, or --source-val DATA with more images)")
+    if target.count < MIN_TARGET_IMAGES:
+        return (f"{target.count} target images are scored; an estimate needs at least {MIN_TARGET_IMAGES} "
+                "(more target images, or a larger --score-images)")
+    return None
