@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("slimda.commands.eval", "score sub-networks of a bank on target images (accuracy per head, UPEM)"),
     "profile": ("slimda.commands.profile", "measure latency on a device; build a bank's latency lookup table"),
     "deploy": ("slimda.commands.deploy", "pick, export and re-measure the best sub-network for each device's budget"),
+    "predict": ("slimda.commands.predict", "classify image files with a deployed model, without torch"),
     "label-estimate": ("slimda.commands.label_estimate",
                        "target accuracy with a 90% interval from the images deploy --label-budget picked"),
     "bench": ("slimda.commands.bench", "reports and plots: UPEM (and accuracy) against latency, Pareto front"),
@@ -88,6 +89,10 @@ def deploy_main() -> int:
 
 def bench_main() -> int:
     return command_main("bench")
+
+
+def predict_main() -> int:
+    return command_main("predict")
 
 
 if __name__ == "__main__":  # python -m slimda.cli ... (what torchrun -m runs)

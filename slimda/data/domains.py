@@ -28,7 +28,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from slimda.data.images import FolderDataset, build_cache, load_rgb_or_grey, probe
+from slimda.data.decode import load_rgb_or_grey, probe
+from slimda.data.images import FolderDataset, build_cache
 from slimda.data.preprocessing import (
     GREY_MEAN_STD,
     IMAGENET_MEAN_STD,
@@ -97,8 +98,7 @@ class Domain:
         """Decode every image once; a DataError names the first one that fails."""
 
     def _indices(self, indices: Sequence[int] | None) -> np.ndarray:
-        n = len(self)
-        idx = np.arange(n) if indices is None else np.asarray(list(indices), dtype=np.int64)
+        n, idx = len(self), np.arange(len(self)) if indices is None else np.asarray(list(indices), dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= n):
             raise IndexError(f"indices must lie in [0, {n}) for domain {self.name}")
         return idx

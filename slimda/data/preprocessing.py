@@ -1,15 +1,13 @@
 """What a model is fed: input size, channels, normalisation, and the torchvision pipeline that makes it.
 
 Stored with the bank (``bank.pt``) and in deployment manifests, so a deployed sub-network is fed exactly
-what it was trained on.
+what it was trained on. Importing it needs no torch (``slimda.runtime`` reads it on devices).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-
-import torch
 
 from slimda.errors import ConfigError
 
@@ -130,6 +128,7 @@ class Preprocessing:
         ``augment``: ``crop-flip`` (a random crop of ``size`` and a horizontal flip, SymNets' reference),
         ``resized-crop-flip`` (torchvision's RandomResizedCrop and a flip) or ``none``.
         """
+        import torch  # imported here: the recipe (``slimda.runtime``) reads this module without torch
         from torchvision.transforms import v2  # imported here: torchvision takes seconds to import
 
         steps: list[Any] = [v2.ToImage(), v2.Grayscale(1) if self.channels == 1 else v2.RGB()]

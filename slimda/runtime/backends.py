@@ -1,0 +1,95 @@
+"""The runtimes a deployed artefact runs in, behind one small interface (as OpenVINO's Model API puts one
+adapter per runtime): ``run(batch [N, C, H, W] float32) -> scores [N, K]`` and the batch the model takes.
+
+ONNX Runtime runs ``.onnx`` and ``.ort`` files, OpenVINO an IR (``.xml`` + ``.bin``). A TensorRT engine is
+not run here yet: its Python bindings need CUDA buffers (cuda-python or PyCUDA), which nothing on this
+project's machines can test; ``trtexec --loadEngine`` runs one on the Jetson. A runtime that is not installed
+is a ``SlimdaError`` naming the pip package.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from slimda.errors import SlimdaError
+
+PIP_PACKAGE = {"onnx": "onnxruntime", "ort": "onnxruntime", "openvino-ir": "openvino"}
+
+
+class Backend:
+    """A loaded model: ``batch`` is the batch its input takes (None: any), ``run`` its forward pass."""
+
+    batch: int | None = None
+    name = ""
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        ort = _import("onnxruntime", "onnxruntime")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        model_input = self.session.get_inputs()[0]
+        self.input_name = model_input.name
+        first = model_input.shape[0]
+        self.batch = first if isinstance(first, int) else None
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: images})[0]
+
+
+class OpenVinoBackend(Backend):
+    name = "openvino"
+
+    def __init__(self, path: Path, threads: int | None = None, precision: str = "fp32") -> None:
+        ov = _import("openvino", "openvino")
+        config: dict[str, object] = {}
+        if precision == "fp32":  # OpenVINO would pick bf16 on CPUs that have it: not what was deployed
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        core = ov.Core()
+        model = core.read_model(str(path))
+        first = model.inputs[0].get_partial_shape()[0]
+        self.batch = None if first.is_dynamic else first.get_length()
+        self.compiled = core.compile_model(model, "CPU", config)
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(self.compiled(images)[self.compiled.outputs[0]])
+
+
+def open_backend(kind: str, path: Path, threads: int | None = None, precision: str = "fp32") -> Backend:
+    """The backend for an artefact ``kind`` (the manifest's ``artifact.kind``, or from the file's suffix)."""
+    if kind in ("onnx", "ort"):
+        return OnnxRuntimeBackend(path, threads)
+    if kind == "openvino-ir":
+        return OpenVinoBackend(path, threads, precision)
+    if kind == "tensorrt-engine":
+        raise SlimdaError(f"{path} is a TensorRT engine, which slimda.runtime does not run yet: run the deployment's "
+                          "model.onnx (slimda predict DIR --model model.onnx) or time the engine with trtexec "
+                          "--loadEngine on the device")
+    raise SlimdaError(f"cannot tell which runtime runs {path} (artefact kind {kind!r})")
+
+
+def kind_of(path: Path) -> str:
+    """The artefact kind a model file's suffix means."""
+    return {".onnx": "onnx", ".ort": "ort", ".xml": "openvino-ir", ".engine": "tensorrt-engine",
+            ".plan": "tensorrt-engine"}.get(path.suffix.lower(), "")
+
+
+def _import(module: str, package: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise SlimdaError(f"this model needs {module}, which is not installed: pip install {package}") from None

@@ -1,0 +1,163 @@
+"""slimda.runtime and slimda predict: a deployed model run as the device runs it, in a process where torch
+cannot be imported, gives slimda's own top-1 on every image; tampered, missing and unreadable inputs are
+refused or named."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slimda.cli import main
+
+# runs slimda's CLI with torch and torchvision made unimportable
+NO_TORCH = """
+import sys
+class Hide:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision"):
+            raise ImportError(name + " is hidden: slimda.runtime must not need it")
+sys.meta_path.insert(0, Hide())
+from slimda.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+IMAGES = 200
+DEVICES = ("cpu-onnxruntime", "cpu-openvino", "ort-mobile")
+
+
+def predict(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    script = cwd / "no_torch.py"
+    script.write_text(NO_TORCH)
+    return subprocess.run([sys.executable, str(script), "predict", *argv], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    """A briefly trained digits bank deployed fp32 to ONNX Runtime, OpenVINO and ORT format and int8 to ONNX
+    Runtime, and the target images it was deployed for as PNG files."""
+    from PIL import Image
+
+    from slimda.data.domains import load_domain
+    from slimda.train.config import TrainConfig
+    from slimda.train.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("runtime")
+    Trainer(TrainConfig(iters=60, batch_size=32, model_batch=2, checkpoint_every=60), root / "run",
+            progress=False).fit()
+    digits = load_domain("digits")
+    labels = digits.labels()
+    for i in np.linspace(0, len(digits) - 1, IMAGES).astype(int):
+        folder = root / "digits" / str(labels[i])
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(digits.original(int(i))).save(folder / f"{i:04d}.png")
+    common = ["--bank", str(root / "run"), "--target", str(root / "digits"), "--flops", "1G", "--no-measure",
+              "--calibration-images", "64", "--score-images", "0", "--population", "4", "--generations", "1"]
+    assert main(["deploy", *common, "--device", ",".join(DEVICES), "--out", str(root / "fp32")]) == 0
+    # int8 calibrates on images that never score
+    assert main(["deploy", *common, "--precision", "int8", "--score-images", "128", "--int8-images", "32", "--out",
+                 str(root / "int8")]) == 0
+    return root
+
+
+def reference_top1(root: Path, deployment: Path) -> dict[str, str]:
+    """slimda's own scoring of every image: the deployed network in PyTorch (int8: the QDQ model in ONNX
+    Runtime) on the images read by the training pipeline (torchvision)."""
+    import torch
+
+    from slimda.data.domains import load_domain
+    from slimda.export.quantize import onnx_outputs
+    from slimda.model.bank import load_bank
+    from slimda.select.evaluate import TargetImages, TargetScorer, load_target_images
+
+    manifest = json.loads((deployment / "manifest.json").read_text())
+    bank, meta = load_bank(root / "run")
+    target = load_target_images(str(root / "digits"), meta, calibration_images=64, workers=0)
+    domain = load_domain(str(root / "digits"))
+    files = [domain.original(i) for i in range(len(domain))]
+    images = torch.cat(target.images)
+    if manifest["precision"] == "int8":
+        (scores,) = onnx_outputs([deployment / "model.onnx"], images.numpy(), manifest["input_shape"][0])
+        top = scores.argmax(1)
+    else:
+        net = TargetScorer(bank, TargetImages("t", target.calibration, [images], None), manifest["head"]) \
+            .calibrated(bank.space.from_id(manifest["config_id"])).net(manifest["head"])
+        with torch.no_grad():
+            top = net(images).argmax(1).numpy()
+    return {str(f): manifest["class_names"][k] for f, k in zip(files, top)}
+
+
+@pytest.mark.parametrize("deployment", [*(f"fp32/{d}" for d in DEVICES), "int8/cpu-onnxruntime"])
+def test_predict_without_torch_gives_slimdas_top1_on_every_image(deployed, deployment, tmp_path):
+    folder = deployed / deployment
+    done = predict(str(folder), str(deployed / "digits"), "--out", str(tmp_path / "p.csv"), "--batch", "8",
+                   "--labels", "--confusion", str(tmp_path / "c.csv"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    with (tmp_path / "p.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == IMAGES
+    expected = reference_top1(deployed, folder)
+    assert {r["file"]: r["class"] for r in rows} == expected
+    assert "images/s" in done.stderr and "inference p50" in done.stderr and "top1" in done.stderr
+    with (tmp_path / "c.csv").open() as fh:
+        confusion = list(csv.DictReader(fh))
+    assert sum(int(v) for r in confusion for k, v in r.items() if k != "true") == IMAGES
+
+
+def test_predict_refuses_tampered_or_missing_models_and_names_unreadable_images(deployed, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    copy = tmp_path / "dep"
+    shutil.copytree(deployed / "fp32" / "cpu-onnxruntime", copy)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(mixed / "colour.jpg")  # colour for a grey model: converted
+    (mixed / "broken.png").write_bytes(b"not a png")
+    done = predict(str(copy), str(mixed), cwd=tmp_path)
+    assert done.returncode == 1 and "broken.png" in done.stderr and "1 of 2 images could not be read" in done.stderr
+    assert "colour.jpg" in done.stdout
+    with (copy / "model.onnx").open("ab") as fh:
+        fh.write(b"\0")  # one byte more than was deployed
+    done = predict(str(copy), str(mixed), cwd=tmp_path)
+    assert done.returncode == 2 and "does not match the SHA-256" in done.stderr and "refused" in done.stderr
+    (copy / "model.onnx").unlink()
+    done = predict(str(copy), str(mixed), cwd=tmp_path)
+    assert done.returncode == 2 and "model.onnx is missing" in done.stderr
+    (copy / "manifest.json").unlink()
+    done = predict(str(copy), str(mixed), cwd=tmp_path)
+    assert done.returncode == 2 and "no manifest.json" in done.stderr
+    done = predict(str(deployed / "fp32" / "cpu-onnxruntime"), str(tmp_path / "nothing-here"), cwd=tmp_path)
+    assert done.returncode == 2 and "no image files" in done.stderr
+    done = predict(str(deployed / "fp32" / "cpu-onnxruntime"), str(mixed), "--labels", cwd=tmp_path)
+    assert done.returncode == 2 and "not classes of the model" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_recipe_reproduces_the_training_pipeline_bit_for_bit_on_photos_and_greys(tmp_path):
+    """Resize by the shorter side, centre crop, scale and normalise: the device's NumPy/Pillow recipe equals
+    slimda's torchvision pipeline exactly, for colour photos of both orientations and a grey image fed to a
+    colour model."""
+    from PIL import Image
+
+    from slimda.data.domains import load_domain
+    from slimda.data.preprocessing import IMAGENET_MEAN_STD, Preprocessing
+    from slimda.runtime.recipe import Recipe
+
+    rng = np.random.default_rng(0)
+    for i, (h, w, mode) in enumerate([(90, 130, "RGB"), (140, 75, "RGB"), (64, 64, "L")]):
+        folder = tmp_path / "photos" / "a"
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, (h, w, 3) if mode == "RGB" else (h, w), dtype=np.uint8)
+        Image.fromarray(pixels, mode).save(folder / f"{i}.png")
+    prep = Preprocessing((48, 48), 3, *IMAGENET_MEAN_STD, resize=55)
+    domain = load_domain(str(tmp_path / "photos"))
+    dataset, recipe = domain.dataset(prep), Recipe(prep.recipe())
+    for i in range(len(domain)):
+        assert np.array_equal(recipe(domain.original(i)), dataset[i][0].numpy())
