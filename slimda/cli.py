@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "deploy": ("slimda.commands.deploy", "pick, export and re-measure the best sub-network for each device's budget"),
     "predict": ("slimda.commands.predict", "classify image files with a deployed model, without torch"),
     "label-estimate": ("slimda.commands.label_estimate",
-                       "target accuracy with a 90% interval from the images deploy --label-budget picked"),
+                       "target accuracy with a 90%% interval from the images deploy --label-budget picked"),
     "bench": ("slimda.commands.bench", "reports and plots: UPEM (and accuracy) against latency, Pareto front"),
     "quickstart": ("slimda.commands.quickstart", "train, profile, deploy and report on the built-in digits task"),
 }

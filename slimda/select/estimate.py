@@ -29,15 +29,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # tensors are accepted, but importing this module needs no torch (slimda.runtime reads it)
+    import torch
 
 SCORES = ("max-confidence", "neg-entropy")
 
 
 def _rows(probs: torch.Tensor | np.ndarray) -> np.ndarray:
-    p = np.asarray(probs.detach().cpu() if isinstance(probs, torch.Tensor) else probs, dtype=np.float64)
+    p = np.asarray(probs.detach().cpu() if hasattr(probs, "detach") else probs, dtype=np.float64)
     if p.ndim != 2 or p.shape[0] == 0:
         raise ValueError(f"class probabilities must be a non-empty [N, K] array, got shape {p.shape}")
     return p
@@ -190,11 +194,9 @@ def disagreement_interval(anchor_estimate: float, disagreement: float) -> tuple[
 
 def wilson(count: int, n: int, confidence: float = 0.9) -> tuple[float, float]:
     """Wilson's interval for a binomial share ``count / n``."""
-    from scipy.stats import norm
-
     if n <= 0:
         raise ValueError("a binomial interval needs at least one image")
-    z = float(norm.ppf(0.5 + confidence / 2))
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
     p = count / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
@@ -222,14 +224,12 @@ def ppi_mean(predicted_unlabelled: np.ndarray, predicted_labelled: np.ndarray, o
     add z²/2 successes and failures to a binomial count, the residuals' mean and variance take z²/2 pseudo-images
     right and z²/2 wrong at the mean prediction: without them the interval covered 85-86 % on 50-100 labels of an
     accurate network (whose few errors make the residuals skewed; benchmarks/accuracy_estimation.py)."""
-    from scipy.stats import norm
-
     f_u = np.asarray(predicted_unlabelled, float)
     f_l, y = np.asarray(predicted_labelled, float), np.asarray(observed, float)
     n, big_n = len(y), len(f_u)
     if n < 2 or big_n < 2 or len(f_l) != n:
         raise ValueError("prediction-powered inference needs at least 2 labelled and 2 unlabelled images")
-    z = float(norm.ppf(0.5 + confidence / 2))
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
     # power tuning (PPI++, Angelopoulos et al. 2023): predictions weighted by how far they track the labels, so
     # that predictions that do not track them (λ = 0) leave the labels' own interval
     spread_f = float(np.var(np.concatenate([f_u, f_l]), ddof=1))
