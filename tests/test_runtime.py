@@ -48,7 +48,7 @@ def deployed(tmp_path_factory):
     from slimda.train.trainer import Trainer
 
     root = tmp_path_factory.mktemp("runtime")
-    Trainer(TrainConfig(iters=60, batch_size=32, model_batch=2, checkpoint_every=60), root / "run",
+    Trainer(TrainConfig(iters=150, batch_size=32, model_batch=2, checkpoint_every=150), root / "run",
             progress=False).fit()
     digits = load_domain("digits")
     labels = digits.labels()
@@ -59,6 +59,9 @@ def deployed(tmp_path_factory):
     common = ["--bank", str(root / "run"), "--target", str(root / "digits"), "--flops", "1G", "--no-measure",
               "--calibration-images", "64", "--score-images", "0", "--population", "4", "--generations", "1"]
     assert main(["deploy", *common, "--device", ",".join(DEVICES), "--out", str(root / "fp32")]) == 0
+    # with a source split to estimate from: what --monitor compares windows with
+    assert main(["deploy", *common, "--source-val", "mnist", "--source-val-images", "300", "--out",
+                 str(root / "estimated")]) == 0
     # int8 calibrates on images that never score
     assert main(["deploy", *common, "--precision", "int8", "--score-images", "128", "--int8-images", "32", "--out",
                  str(root / "int8")]) == 0
@@ -161,3 +164,39 @@ def test_the_recipe_reproduces_the_training_pipeline_bit_for_bit_on_photos_and_g
     dataset, recipe = domain.dataset(prep), Recipe(prep.recipe())
     for i in range(len(domain)):
         assert np.array_equal(recipe(domain.original(i)), dataset[i][0].numpy())
+
+
+def test_the_monitor_stays_quiet_on_the_site_and_alerts_soon_after_it_changes(deployed, tmp_path):
+    """20 windows of the deploy-time target raise at most one alert; a stream whose second half is the target's
+    images inverted (an exposure gone wrong) alerts within 2 windows of the switch; --fail-on-drift says so in
+    the exit status, and a deployment without an estimate is refused with how to make one."""
+    from PIL import Image, ImageOps
+
+    folder = deployed / "estimated" / "cpu-onnxruntime"
+    found = sorted((deployed / "digits").rglob("*.png"))
+    targets = [found[i] for i in np.random.default_rng(0).permutation(len(found))]  # a site's images come mixed
+    same, switched = tmp_path / "same", tmp_path / "switched"
+    for stream in (same, switched):
+        stream.mkdir()
+    for i in range(600):  # 3 x 200 images: 20 windows of 30, the switch at window 10
+        path, name = targets[i % len(targets)], f"{i:03d}.png"
+        (same / name).symlink_to(path)
+        if i < 300:
+            (switched / name).symlink_to(path)
+        else:
+            ImageOps.invert(Image.open(path).convert("L")).save(switched / name)
+    done = predict(str(folder), str(same), "--monitor", str(tmp_path / "same.csv"), "--window", "30",
+                   "--fail-on-drift", "--out", str(tmp_path / "p.csv"), cwd=tmp_path)
+    with (tmp_path / "same.csv").open() as fh:
+        windows = list(csv.DictReader(fh))
+    assert len(windows) == 20 and sum(w["alert"] == "True" for w in windows) <= 1, windows
+    assert done.returncode in (0, 3) and "windows" in done.stderr
+    done = predict(str(folder), str(switched), "--monitor", str(tmp_path / "switched.csv"), "--window", "30",
+                   "--fail-on-drift", "--out", str(tmp_path / "p.csv"), cwd=tmp_path)
+    with (tmp_path / "switched.csv").open() as fh:
+        windows = list(csv.DictReader(fh))
+    first = min(int(w["window"]) for w in windows if w["alert"] == "True" and int(w["window"]) >= 10)
+    assert first <= 11, windows  # the switch is at window 10
+    assert done.returncode == 3 and "the site has drifted" in done.stderr
+    done = predict(str(deployed / "fp32" / "cpu-onnxruntime"), str(same), "--monitor", cwd=tmp_path)
+    assert done.returncode == 2 and "--monitor needs the deploy-time estimate" in done.stderr

@@ -17,10 +17,15 @@ With --labels, IMAGES are labelled folders (FOLDER/<class>/<image>): it also rep
 against what the deployment expected (its estimate and, where deploy saw labels, its accuracy) and writes the
 confusion matrix (--confusion FILE).
 
+With --monitor, no labels are needed: every --window images are compared with the deploy-time target (the
+manifest's estimate, threshold and confidence summary), alerts are printed as they happen and written to
+monitor.csv, and the run ends saying whether the site still looks like the one the model was deployed for.
+
 examples:
   slimda predict runs/site/deploy/cpu-onnxruntime photos/*.jpg
   slimda predict runs/site/deploy/cpu-openvino /data/site-b --out predictions.csv --batch 32
   slimda predict runs/site/deploy/cpu-onnxruntime /data/site-b-labelled --labels --confusion confusion.csv
+  slimda predict runs/site/deploy/cpu-onnxruntime /data/site-b/today --monitor --window 200 --fail-on-drift
 """
 
 
@@ -39,6 +44,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", action="store_true",
                         help="IMAGES are labelled folders (FOLDER/<class>/<image>): report accuracy")
     parser.add_argument("--confusion", metavar="FILE", help="with --labels: write the confusion matrix as CSV")
+    watch = parser.add_argument_group("monitoring without labels")
+    watch.add_argument("--monitor", nargs="?", const="monitor.csv", metavar="FILE",
+                       help="per window of images: the label-free accuracy estimate with the deploy-time threshold, "
+                       "its band, mean confidence, the commonest class, and an alert when the estimate falls below "
+                       "the deploy-time one beyond its band or confidence is distributed unlike at deploy time; "
+                       "writes FILE (default monitor.csv) and says whether the site still looks like the one the "
+                       "model was deployed for. Needs a deployment made with a source split")
+    watch.add_argument("--window", type=int, default=200, metavar="N", help="images per window (default: 200)")
+    watch.add_argument("--fail-on-drift", action="store_true",
+                       help="exit with status 3 when any window alerts (default: 0, for a cron job or a service)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,6 +81,13 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--labels: folders {unknown} are not classes of the model "
                               f"({', '.join(predictor.class_names)}); give FOLDER/<class>/<image> trees whose class "
                               "folders are named as the model's")
+    monitor = None
+    if args.monitor:
+        from slimda.runtime.monitor import Monitor
+
+        monitor = Monitor(predictor.manifest, predictor.class_names, args.window)
+    elif args.fail_on_drift:
+        raise ConfigError("--fail-on-drift needs --monitor")
     rows, failed, started = [], 0, time.perf_counter()
     with progress_bar(len(files), "predict", "img") as bar:
         for path, probs, error in predictor.predict(files, args.batch):
@@ -76,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
                 continue
             rows.append(prediction_row(path, probs, predictor.class_names, args.top_k,
                                        None if labels is None else labels[path]))
+            window = monitor.add(path, probs) if monitor else None
+            if window is not None and window.alert:
+                say(f"alert, window {window.index} ({window.first} .. {window.last}): {window.why}")
     seconds = time.perf_counter() - started
     if args.out:
         write_csv_atomic(Path(args.out), rows)
@@ -87,7 +112,13 @@ def run(args: argparse.Namespace) -> int:
         print_table(report, file=sys.stderr)
         if args.confusion:
             write_csv_atomic(Path(args.confusion), confusion)
+    drifted = False
+    if monitor:
+        monitor.finish()
+        write_csv_atomic(Path(args.monitor), [w.row() for w in monitor.windows])
+        say(monitor.verdict() + f" ({args.monitor})")
+        drifted = any(w.alert for w in monitor.windows)
     if failed:
         say(f"{failed} of {len(files)} images could not be read (named above); the others were predicted")
         return 1
-    return 0
+    return 3 if drifted and args.fail_on_drift else 0

@@ -2,7 +2,8 @@
 
 ``load(DEPLOYMENT)`` reads the deployment's manifest, checks the model file's SHA-256, opens it in its runtime
 and returns a ``Predictor`` that preprocesses image files exactly as the manifest's recipe says
-(``slimda.runtime.recipe``). ``slimda predict`` is its command line.
+(``slimda.runtime.recipe``). ``slimda predict`` is its command line; ``slimda.runtime.monitor`` watches a site
+for drift without labels.
 """
 
 from slimda.runtime.predictor import Predictor, load
