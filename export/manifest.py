@@ -217,6 +217,21 @@ class InputRecipe:
                 "preprocess": self.preprocessing.recipe(), "resize": prep["resize"],
                 "class_names": list(self.class_names)}
 
+    def model_metadata(self, output: str, precision: str) -> dict[str, str]:
+        """What the model file itself carries (ONNX ``metadata_props``; the OpenVINO IR's ``rt_info`` under
+        ``model_info``), so that a file handed on without its manifest can still be fed: ``slimda_recipe`` (the
+        manifest's recipe as JSON, which ``slimda.runtime`` reads), and the keys OpenVINO's Model API reads as far
+        as they can say it. They cannot say the photo recipe's crop of 87.5 % (``resize_type`` ``crop`` crops to
+        the input size without a margin), nor class names with spaces (``labels`` is space-separated)."""
+        prep = self.preprocessing
+        recipe = {"preprocess": prep.recipe(), "class_names": list(self.class_names), "input_name": self.input_name,
+                  "output": output, "precision": precision, "format": MANIFEST_FORMAT}
+        return {"slimda_recipe": json.dumps(recipe), "model_type": "Classification",
+                "labels": " ".join(c.replace(" ", "_") for c in self.class_names),
+                "mean_values": " ".join(f"{255 * m:g}" for m in prep.mean),
+                "scale_values": " ".join(f"{255 * s:g}" for s in prep.std),
+                "resize_type": "crop" if prep.is_photo else "standard"}
+
     @classmethod
     def from_dict(cls, d: Mapping[str, object]) -> InputRecipe:
         prep = Preprocessing.from_dict({"size": d["input_size"], "channels": d["channels"], "mean": d["mean"],

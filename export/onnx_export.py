@@ -82,6 +82,16 @@ def _dynamic_batch_arguments(exporter: str) -> dict[str, object]:
     return {"dynamic_axes": {INPUT_NAME: {0: BATCH_AXIS}, OUTPUT_NAME: {0: BATCH_AXIS}}}
 
 
+def embed_metadata(path: str | os.PathLike, props: dict[str, str]) -> None:
+    """Write ``props`` into the ONNX file's ``metadata_props`` (atomically; the graph is untouched)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, **props})
+    with atomic_output(Path(path)) as tmp:
+        onnx.save(model, str(tmp))
+
+
 def onnx_opset(path: str | os.PathLike) -> int:
     import onnx
 

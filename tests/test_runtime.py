@@ -200,3 +200,31 @@ def test_the_monitor_stays_quiet_on_the_site_and_alerts_soon_after_it_changes(de
     assert done.returncode == 3 and "the site has drifted" in done.stderr
     done = predict(str(deployed / "fp32" / "cpu-onnxruntime"), str(same), "--monitor", cwd=tmp_path)
     assert done.returncode == 2 and "--monitor needs the deploy-time estimate" in done.stderr
+
+
+@pytest.mark.parametrize("deployment", [*(f"fp32/{d}" for d in DEVICES), "int8/cpu-onnxruntime"])
+def test_the_model_file_alone_carries_its_recipe(deployed, deployment, tmp_path):
+    """With manifest.json deleted, the recipe in the model's own metadata (ONNX metadata_props, which the IR
+    carries into rt_info's model_info, and the .ort keeps) gives the same predictions; OpenVINO's Model API
+    keys are there too."""
+    import shutil
+
+    copy = tmp_path / "bare"
+    shutil.copytree(deployed / deployment, copy)
+    (copy / "manifest.json").unlink()
+    for where, name in ((deployed / deployment, "with.csv"), (copy, "bare.csv")):
+        done = predict(str(where), str(deployed / "digits"), "--out", str(tmp_path / name), cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    rows = {name: [(r["file"], r["class"], r["probability"]) for r in csv.DictReader((tmp_path / name).open())]
+            for name in ("bare.csv", "with.csv")}
+    assert rows["bare.csv"] == rows["with.csv"]
+    if deployment.endswith("cpu-openvino"):
+        import openvino as ov
+
+        model = ov.Core().read_model(str(copy / "model.xml"))
+        assert model.get_rt_info(["model_info", "model_type"]).astype(str) == "Classification"
+        assert model.get_rt_info(["model_info", "mean_values"]).astype(str) == "127.5"
+    for model_file in copy.glob("model.*"):
+        model_file.unlink()
+    done = predict(str(copy), str(deployed / "digits"), cwd=tmp_path)
+    assert done.returncode == 2 and "no manifest.json and no model file" in done.stderr

@@ -86,6 +86,11 @@ class OpenVINOBackend(LocalBackend):
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=".ir-") as tmp:
             try:
                 model = ov.convert_model(str(onnx_path))
+                # the ONNX file's metadata_props arrive as rt_info "framework"; OpenVINO's Model API reads
+                # "model_info" (slimda's recipe and the Model API keys: InputRecipe.model_metadata)
+                if model.has_rt_info(["framework"]):
+                    for key, value in model.get_rt_info(["framework"]).astype(dict).items():
+                        model.set_rt_info(value.astype(str), ["model_info", key])
                 # fp32 weights: the CPU plugin's precision is chosen when compiling (INFERENCE_PRECISION_HINT)
                 ov.save_model(model, str(Path(tmp) / "model.xml"), compress_to_fp16=False)
             except Exception as err:  # noqa: BLE001 - OpenVINO raises its own exception types

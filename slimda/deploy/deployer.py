@@ -303,8 +303,11 @@ class Deployer:
             popts = replace(opts, precision=precision)
             with staging(final) as stage:
                 quantized = None if chosen.files is None else (chosen.files, chosen.parity or 0.0)
+                recipe = InputRecipe(input_shape, self.prep, tuple(self.meta.class_names), INPUT_NAME, OUTPUT_NAME,
+                                     self.options.dynamic_batch)
                 exported = export_for_device(self.scorer, config, stage.path, device, input_shape, popts,
-                                             self.options.ort_platform, self.options.dynamic_batch, quantized)
+                                             self.options.ort_platform, self.options.dynamic_batch, quantized,
+                                             recipe.model_metadata(get_head(self.head).output_text, precision))
                 measured = measure(exported, device, popts, table) if self.options.measure else None
                 predicted = chosen.predicted_ms
                 latency_limit = limits[precision]
@@ -320,8 +323,7 @@ class Deployer:
                     manifest = Manifest(
                         device.name, device.runtime, budgets, self._network(config),
                         latency_record(budgets, measured, predicted, tolerance), self._scores(chosen),
-                        InputRecipe(input_shape, self.prep, tuple(self.meta.class_names), INPUT_NAME, OUTPUT_NAME,
-                                    self.options.dynamic_batch),
+                        recipe,
                         _artefact_record(exported, device.default_opset),
                         self._provenance(result, measured, attempts, search_seconds, started, final),
                         precision_record(chosen, candidates, self.options.int8, self.scorer.target.count))

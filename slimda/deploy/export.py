@@ -68,11 +68,14 @@ def parity_on(net: torch.nn.Module, onnx_path: Path, batch: int, images: torch.T
 
 def export_for_device(scorer: TargetScorer, config: WidthConfig, stage: Path, device: DeviceProfile,
                       input_shape: tuple[int, ...], opts: MeasureOptions, ort_platform: str = "arm",
-                      dynamic_batch: bool = False, quantized: tuple[Path, float] | None = None) -> ExportResult:
+                      dynamic_batch: bool = False, quantized: tuple[Path, float] | None = None,
+                      metadata: dict[str, str] | None = None) -> ExportResult:
     """``config``'s ``model.onnx`` in ``stage`` and the runtime's artefact built from it: the fp32 network, or
     for int8 the QDQ model that was scored, ``quantized`` = (its folder, its fp32 export's parity), copied with
-    its fp32 network beside it."""
+    its fp32 network beside it. ``metadata`` (``InputRecipe.model_metadata``) goes into ``model.onnx`` before
+    the artefact is built from it, so every artefact carries it."""
     from slimda.export.artifacts import build_artifact
+    from slimda.export.onnx_export import embed_metadata
 
     onnx_path = stage / "model.onnx"
     if quantized is not None:
@@ -81,6 +84,8 @@ def export_for_device(scorer: TargetScorer, config: WidthConfig, stage: Path, de
             shutil.copy2(folder / name, stage / name)
     else:
         parity = export_checked(scorer, config, onnx_path, input_shape, device.default_opset, dynamic_batch)
+    if metadata:
+        embed_metadata(onnx_path, metadata)
     artifact = build_artifact(onnx_path, device, stage, opts, ort_platform)
     extra = (stage / FP32_NAME,) if quantized is not None else ()
     return ExportResult(config, onnx_path, artifact, parity, extra)

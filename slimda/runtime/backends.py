@@ -32,7 +32,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
-        ort = _import("onnxruntime", "onnxruntime")
+        ort = import_runtime("onnxruntime")
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if threads:
@@ -51,7 +51,7 @@ class OpenVinoBackend(Backend):
     name = "openvino"
 
     def __init__(self, path: Path, threads: int | None = None, precision: str = "fp32") -> None:
-        ov = _import("openvino", "openvino")
+        ov = import_runtime("openvino")
         config: dict[str, object] = {}
         if precision == "fp32":  # OpenVINO would pick bf16 on CPUs that have it: not what was deployed
             config["INFERENCE_PRECISION_HINT"] = "f32"
@@ -86,10 +86,11 @@ def kind_of(path: Path) -> str:
             ".plan": "tensorrt-engine"}.get(path.suffix.lower(), "")
 
 
-def _import(module: str, package: str):
+def import_runtime(module: str, package: str | None = None):
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise SlimdaError(f"this model needs {module}, which is not installed: pip install {package}") from None
+        raise SlimdaError(f"this model needs {module}, which is not installed: "
+                          f"pip install {package or module}") from None

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from slimda.errors import DataError, SlimdaError
-from slimda.runtime.backends import Backend, kind_of, open_backend
+from slimda.runtime.backends import Backend, import_runtime, kind_of, open_backend
 from slimda.runtime.recipe import Recipe
 from slimda.tables import sha256_file
 
@@ -119,13 +119,45 @@ def verify(folder: Path, manifest: dict, names: Sequence[str]) -> None:
                               "it was deployed, and is refused")
 
 
+def embedded_manifest(path: Path) -> dict:
+    """The recipe a model file carries itself (``slimda_recipe`` in the ONNX ``metadata_props`` or the IR's
+    ``rt_info`` ``model_info``), shaped as the manifest fields ``load`` needs."""
+    kind = kind_of(path)
+    text = None
+    if kind in ("onnx", "ort"):
+        ort = import_runtime("onnxruntime")
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        text = session.get_modelmeta().custom_metadata_map.get("slimda_recipe")
+    elif kind == "openvino-ir":
+        model = import_runtime("openvino").Core().read_model(str(path))
+        if model.has_rt_info(["model_info", "slimda_recipe"]):
+            text = model.get_rt_info(["model_info", "slimda_recipe"]).astype(str)
+    if not text:
+        raise SlimdaError(f"{path} has no manifest.json beside it and carries no slimda recipe in its metadata: "
+                          "give the deployment folder written by slimda deploy")
+    recipe = json.loads(text)
+    return {**recipe, "artifact": {"kind": kind, "file": path.name}, "files": {}}
+
+
 def load(path: str | Path, model: str | None = None, threads: int | None = None) -> Predictor:
     """A deployment folder (or a model file inside one) ready to predict. ``model``: another model file the
-    deployment holds (e.g. ``model.onnx`` beside an engine); default: the artefact the manifest names."""
+    deployment holds (e.g. ``model.onnx`` beside an engine); default: the artefact the manifest names. A model
+    file without a manifest beside it is fed by the recipe in its own metadata (its SHA-256 is then not
+    checked: nothing records it)."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     if not path.exists():
         raise SlimdaError(f"{path} does not exist: give a deployment folder written by slimda deploy")
+    if not (folder / MANIFEST).is_file():  # the recipe the model file carries itself
+        if path.is_dir():
+            candidates = [folder / n for n in ("model.xml", "model.ort", "model.onnx") if (folder / n).is_file()]
+            if not candidates:
+                raise SlimdaError(f"no {MANIFEST} and no model file (model.xml, model.ort, model.onnx) in {folder}: "
+                                  "give a deployment folder written by slimda deploy")
+            path = candidates[0]
+        manifest = embedded_manifest(path)
+        backend = open_backend(manifest["artifact"]["kind"], path, threads, str(manifest.get("precision", "fp32")))
+        return Predictor(manifest, backend, folder, path)
     manifest = read_manifest(folder)
     artifact = manifest["artifact"]
     name = model or (path.name if path.is_file() else str(artifact["file"]))
@@ -135,3 +167,4 @@ def load(path: str | Path, model: str | None = None, threads: int | None = None)
     precision = str(manifest.get("precision") or "fp32")
     backend = open_backend(kind, folder / name, threads, precision)
     return Predictor(manifest, backend, folder, folder / name)
+
