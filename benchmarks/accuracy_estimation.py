@@ -180,7 +180,7 @@ def analyse(name: str, data: dict[str, np.ndarray], args: argparse.Namespace) ->
         rows.append(row)
     # the interval that needs no model of the shift: the anchor's estimate ± each network's disagreement with it
     d = np.array([b.signals["disagree_target"] for b in bank])
-    low, high = values["default"][anchor] - d, values["default"][anchor] + d
+    low, high = np.array([est.disagreement_interval(values["default"][anchor], x) for x in d]).T
     rows.append({"bank": name, "estimator": "disagreement-interval", "configs": count,
                  "coverage": np.mean((low <= truth) & (truth <= high)), "interval_pts_mean": 100 * np.mean(high - low)})
     for i in range(count):
@@ -226,7 +226,7 @@ def labels_for_2pts(probs: np.ndarray, labels: np.ndarray, estimate) -> dict[str
 
     z2, half2 = norm.ppf(0.95) ** 2, 0.02 ** 2
     correct = (probs.argmax(1) == labels).astype(float)
-    predicted = est.predicted_correct(probs, estimate)
+    predicted = est.predicted_correct(probs, estimate.temperature)
     tuned = float(np.clip(np.cov(correct, predicted)[0, 1] / predicted.var(ddof=1), 0, 1))  # ppi_mean's λ
     room = half2 - z2 * tuned ** 2 * predicted.var(ddof=1) / len(predicted)
     return {"labels_for_2pts_alone": round(z2 * correct.var(ddof=1) / half2),
@@ -249,7 +249,7 @@ def label_draws(name: str, probs: np.ndarray, labels: np.ndarray, estimate, args
 
     correct = (probs.argmax(1) == labels).astype(float)
     truth = correct.mean()
-    predicted = est.predicted_correct(probs, estimate)
+    predicted = est.predicted_correct(probs, estimate.temperature)
     rows = []
     for n in LABEL_COUNTS:
         if n >= len(probs) // 2:

@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from slimda.data.decode import load_rgb_or_grey, probe
+from slimda.data.decode import IMAGE_EXTENSIONS, load_rgb_or_grey, probe
 from slimda.data.images import FolderDataset, build_cache
 from slimda.data.preprocessing import (
     GREY_MEAN_STD,
@@ -41,9 +41,6 @@ from slimda.data.preprocessing import (
 from slimda.errors import ConfigError, DataError
 
 BUILTIN_DOMAINS: tuple[str, ...] = ("mnist", "digits")
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-)
 _EAGER_LIMIT_BYTES = 512 * 2**20  # built-in datasets larger than this once preprocessed stay lazy
 _FOLDER_LAYOUT = "<folder>/<class>/<image> (labelled) or <folder>/<image> (unlabelled target)"
 

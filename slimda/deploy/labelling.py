@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from slimda.errors import ConfigError, DataError
-from slimda.select.estimate import labelled_estimate, pick_to_label, tempered
+from slimda.select.estimate import labelled_estimate, pick_to_label, predicted_correct
 from slimda.tables import write_csv_atomic, write_json_atomic
 
 LABELS_DIR = "labels"
@@ -58,7 +58,7 @@ def write_label_request(folder: Path, probs: np.ndarray, domain, scored: tuple[i
         names.append(name)
         originals.append(str(original) if isinstance(original, Path) else f"{domain.name}[{scored[k]}]")
     write_csv_atomic(out / LABELS_CSV, [{"image": n, "label": ""} for n in names])
-    predicted = tempered(probs, temperature).max(1)
+    predicted = predicted_correct(probs, temperature)
     write_json_atomic(out / REQUEST_JSON, {
         "what": "fill in labels.csv (each image's class name, one of class_names), then run "
                 f"`slimda label-estimate {folder}`",

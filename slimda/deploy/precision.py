@@ -127,6 +127,7 @@ class QuantizedScorer:
         weakref.finalize(self, shutil.rmtree, self._dir, True)
         self._calibration: list[int] | None = None
         self._images: np.ndarray | None = None
+        self._source: np.ndarray | None = None  # the source split, for the int8 models' own estimates
 
     def calibration_indices(self) -> list[int]:
         """Calibration images: target images that never score (a ``ConfigError`` says how many are needed)."""
@@ -175,8 +176,9 @@ class QuantizedScorer:
         """The quantized model's own estimate: its softmax on the source split and on the scored target."""
         if self.scorer.no_estimate:
             return None
-        source = torch.cat(self.scorer.source.images).cpu().numpy().astype(np.float32)
-        (out,) = onnx_outputs([model], source, 64 if self.dynamic_batch else input_shape[0])
+        if self._source is None:
+            self._source = torch.cat(self.scorer.source.images).cpu().numpy().astype(np.float32)
+        (out,) = onnx_outputs([model], self._source, 64 if self.dynamic_batch else input_shape[0])
         probs = get_head(self.scorer.head).probabilities(torch.from_numpy(out))
         return self.scorer.estimate_from(probs, target_probs)
 

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from slimda.data.decode import IMAGE_EXTENSIONS
 from slimda.errors import DataError
 from slimda.runtime.predictor import Timings
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+# what training reads, and the netpbm files some device cameras write
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS | {".ppm", ".pgm"}
 
 
 def image_files(specs: Sequence[str]) -> list[Path]:

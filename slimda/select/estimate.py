@@ -404,10 +404,10 @@ def summarise_target(probs: np.ndarray) -> dict:
             "class_frequencies": [round(float(f), 5) for f in class_frequencies(probs.argmax(1), probs.shape[1])]}
 
 
-def predicted_correct(probs: torch.Tensor | np.ndarray, found: Estimate) -> np.ndarray:
+def predicted_correct(probs: torch.Tensor | np.ndarray, temperature: float) -> np.ndarray:
     """Per image, the estimated chance the network is right: its top-1 probability after the estimate's
     temperature (the predictions prediction-powered inference corrects)."""
-    return tempered(probs, found.temperature).max(1)
+    return tempered(probs, temperature).max(1)
 
 
 def labelled_estimate(predicted: np.ndarray, picked: list[int] | np.ndarray, observed: np.ndarray,
