@@ -4,7 +4,8 @@ The ssh path copies the ONNX file to the remote host and runs this module there 
 interpreter. It measures locally (on that host) with the same code a local profile uses and prints one
 JSON object on stdout: the ``Measurement`` (with ``--reference``, timed in turn with that model, plus
 ``"paired": {"reference_ms", "vs_reference"}``), or ``{"error": ...}`` with exit status 2. Nothing but
-slimda (which does not need torch for this) and the runtime must be installed on that host.
+slimda's worker extra (onnx; no torch) and the runtime must be installed on that host:
+pip install 'slimda[worker,onnxruntime]'.
 
 ``--serve`` keeps one worker up for a whole table build instead of one ssh connection and one Python start
 per entry (~2 s each, against ~0.15 s for the entry itself on a small network). It answers requests, one

@@ -41,21 +41,40 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# what 'slimda[train]' adds to the base install (slimda.runtime's NumPy and Pillow): import names
+TRAIN_MODULES = frozenset({"torch", "torchvision", "pandas", "fvcore", "onnx", "mlxtend", "sklearn", "scipy"})
+
+
+def _missing_extra(err: ModuleNotFoundError, prog: str) -> int:
+    """A command run on a device install (no torch): say which extra brings what it needs."""
+    root = (err.name or "").split(".")[0]
+    if root not in TRAIN_MODULES:
+        raise err
+    print(f"{prog}: error: {root} is not installed; this command needs slimda's training dependencies: "
+          "pip install 'slimda[train]' (a device install runs slimda predict only)", file=sys.stderr)
+    return 2
+
+
 def _run_command(name: str, argv: Sequence[str], prog: str) -> int:
     module_name, help_text = COMMANDS[name]
-    module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=getattr(module, "DESCRIPTION", help_text),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    module.add_arguments(parser)
+    try:
+        module = importlib.import_module(module_name)
+        parser = argparse.ArgumentParser(
+            prog=prog,
+            description=getattr(module, "DESCRIPTION", help_text),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(parser)
+    except ModuleNotFoundError as err:
+        return _missing_extra(err, prog)
     args = parser.parse_args(list(argv))
     try:
         return int(module.run(args) or 0)
     except SlimdaError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as err:
+        return _missing_extra(err, prog)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ import sys
 class Hide:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in ("torch", "torchvision"):
-            raise ImportError(name + " is hidden: slimda.runtime must not need it")
+            raise ModuleNotFoundError(name + " is hidden: slimda.runtime must not need it", name=name)
 sys.meta_path.insert(0, Hide())
 from slimda.cli import main
 sys.exit(main(sys.argv[1:]))
@@ -30,11 +31,15 @@ IMAGES = 200
 DEVICES = ("cpu-onnxruntime", "cpu-openvino", "ort-mobile")
 
 
-def predict(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+FAKES = Path(__file__).parent / "fakes"  # stand-ins for tensorrt and cuda-python (fakes/README.md)
+
+
+def predict(*argv: str, cwd: Path, fake_tensorrt: bool = False) -> subprocess.CompletedProcess:
     script = cwd / "no_torch.py"
     script.write_text(NO_TORCH)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(FAKES), os.environ.get("PYTHONPATH")]))}
     return subprocess.run([sys.executable, str(script), "predict", *argv], capture_output=True, text=True,
-                          timeout=300, cwd=cwd)
+                          timeout=300, cwd=cwd, env=env if fake_tensorrt else None)
 
 
 @pytest.fixture(scope="module")
@@ -228,3 +233,71 @@ def test_the_model_file_alone_carries_its_recipe(deployed, deployment, tmp_path)
         model_file.unlink()
     done = predict(str(copy), str(deployed / "digits"), cwd=tmp_path)
     assert done.returncode == 2 and "no manifest.json and no model file" in done.stderr
+
+
+def engine_deployment(deployed: Path, folder: Path, engine: bytes) -> Path:
+    """The fp32 ONNX Runtime deployment as a TensorRT device's would be: ``model.engine`` in the manifest."""
+    import shutil
+
+    from slimda.tables import sha256_file
+
+    shutil.copytree(deployed / "fp32" / "cpu-onnxruntime", folder)
+    (folder / "model.engine").write_bytes(engine)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["artifact"] = {"kind": "tensorrt-engine", "file": "model.engine", "tensorrt_version": "10.3.0",
+                            "built_on": "nvidia@orin"}
+    manifest["files"]["model.engine"] = {"sha256": sha256_file(folder / "model.engine"), "bytes": len(engine)}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_predict_runs_a_tensorrt_engine_and_refuses_one_built_elsewhere(deployed, tmp_path):
+    """Through the TensorRT API's stand-in (tests/fakes: the engine's network run by ONNX Runtime), a
+    model.engine gets slimda's top-1 on every image at batch 8; an engine serialised by another TensorRT is
+    refused with both versions and TensorRT's own reason; without tensorrt the user is told how to get it."""
+    sys.path.insert(0, str(FAKES))
+    try:
+        import tensorrt as fake
+    finally:
+        sys.path.remove(str(FAKES))
+        sys.modules.pop("tensorrt", None)
+    onnx_bytes = (deployed / "fp32" / "cpu-onnxruntime" / "model.onnx").read_bytes()
+    folder = engine_deployment(deployed, tmp_path / "trt", fake.serialize(onnx_bytes))
+    done = predict(str(folder), str(deployed / "digits"), "--out", str(tmp_path / "p.csv"), "--batch", "8",
+                   cwd=tmp_path, fake_tensorrt=True)
+    assert done.returncode == 0, done.stderr
+    assert "tensorrt" in done.stderr
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert {r["file"]: r["class"] for r in rows} == reference_top1(deployed, deployed / "fp32" / "cpu-onnxruntime")
+
+    other = engine_deployment(deployed, tmp_path / "old", fake.serialize(onnx_bytes, "8.6.1"))
+    done = predict(str(other), str(deployed / "digits"), cwd=tmp_path, fake_tensorrt=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "TensorRT 10.3.0 on Fake GPU 0 cannot load" in done.stderr, done.stderr
+    assert "built with TensorRT 10.3.0 on nvidia@orin" in done.stderr  # as the manifest records it
+    assert "Version tag does not match" in done.stderr and "--model model.onnx" in done.stderr
+
+    done = predict(str(folder), str(deployed / "digits"), cwd=tmp_path)  # no stand-in: no tensorrt at all
+    assert done.returncode == 2 and "needs TensorRT's Python package" in done.stderr and "JetPack" in done.stderr
+    done = predict(str(folder), str(deployed / "digits"), "--model", "model.onnx", "--out", str(tmp_path / "o.csv"),
+                   cwd=tmp_path)
+    assert done.returncode == 0 and list(csv.DictReader((tmp_path / "o.csv").open())) == rows
+
+
+def test_the_tensorrt_profiler_times_the_engine_as_the_device_loads_it(deployed, tmp_path):
+    """slimda-profile's tensorrt device loads and feeds the engine with slimda.runtime's code (stand-in API)."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(FAKES)!r})
+import numpy as np, tensorrt
+from slimda.profilers.backends.tensorrt_local import time_engine
+from slimda.profilers.config import MeasureOptions
+engine = tensorrt.serialize(open({str(deployed / "fp32" / "cpu-onnxruntime" / "model.onnx")!r}, "rb").read())
+shape = (1, 1, 28, 28)
+times, complete = time_engine(engine, {{"input": np.zeros(shape, np.float32)}}, {{"input": shape}},
+                              MeasureOptions(warmup=2, min_runs=5, max_runs=5, min_time_s=0, max_time_s=5))
+assert len(times) == 5 and all(t > 0 for t in times), times
+print("timed", len(times))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "timed 5" in done.stdout, done.stderr

@@ -10,7 +10,7 @@ table build times hundreds of entries against one reference).
 One worker per (host, interpreter) stays up for the whole process (``--serve``: one ssh connection and one
 Python start instead of one per entry, ~2 s each). Where it cannot start or dies (an older slimda there, a
 runtime that crashed), that measurement runs the one-shot way, one ssh command, whose errors say what is
-missing on the host. The host needs Python with slimda and the runtime installed (no torch), key-based
+missing on the host. The host needs Python with slimda[worker] and the runtime installed (no torch), key-based
 ssh login and nothing else.
 """
 
@@ -128,7 +128,8 @@ def _run_worker(path: Path, reference: Path | None, device: DeviceProfile, opts:
                              "pass --remote-python with the interpreter that has slimda installed there")
     if "No module named" in text and "slimda" in text:
         raise TransportError(f"slimda is not installed for {python} on {target.host} "
-                             f"(command: {result.command}); pip install slimda and its runtime there")
+                             f"(command: {result.command}); pip install 'slimda[worker,onnxruntime]' there "
+                             "(or [worker,openvino])")
     if "unrecognized arguments: --artifact-json" in text:
         raise TransportError(f"the slimda on {target.host} ({python}) is too old to time a deployment's artefact "
                              "itself: update it there")

@@ -5,7 +5,8 @@ Written against the TensorRT 10 Python API: ``Builder`` / ``OnnxParser`` / ``IBu
 addressed by name (``set_tensor_address``, ``set_input_shape``) and ``execute_async_v3`` on a CUDA stream.
 Each run is timed with a pair of CUDA events around ``execute_async_v3`` (GPU time of the network, like
 trtexec's ``GPU Compute Time``). CUDA calls go through NVIDIA's ``cuda-python`` (``cuda.bindings.runtime``,
-or ``cuda.cudart`` in older releases), as TensorRT's own Python samples do.
+or ``cuda.cudart`` in older releases), as TensorRT's own Python samples do; the engine is loaded and fed by
+``slimda.runtime.tensorrt.Engine``, the code that runs it on a device.
 
 TensorRT 11 removed the precision builder flags (strongly typed networks only); there fp16 needs an fp16
 model (ModelOpt AutoCast), which this module checks instead of setting a flag that no longer exists.
@@ -33,6 +34,7 @@ from slimda.profilers.config import MeasureOptions
 from slimda.profilers.devices import BF16, FP16, FP32, INT8, DeviceProfile
 from slimda.profilers.onnxinfo import check_int8_model, input_specs, random_feed, specs_text
 from slimda.profilers.stats import compute_stats
+from slimda.runtime import tensorrt as runtime_tensorrt
 from slimda.tables import atomic_output
 
 RUNTIME = "tensorrt-python"
@@ -44,31 +46,11 @@ INSTALL_HINT = ("install NVIDIA's TensorRT and CUDA Python wheels on a machine w
 
 
 def import_tensorrt():
-    try:
-        import tensorrt as trt
-    except ImportError as err:
-        raise ConfigError(f"the tensorrt device needs the TensorRT Python package ({err}): {INSTALL_HINT}") from None
-    return trt
+    return runtime_tensorrt.import_tensorrt(INSTALL_HINT, "the tensorrt device")
 
 
 def import_cudart():
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart
-        except ImportError as err:
-            raise ConfigError(f"the tensorrt device needs cuda-python for CUDA memory and events ({err}): "
-                              f"{INSTALL_HINT}") from None
-    return cudart
-
-
-def _check(result):
-    """cuda-python calls return (error, *values); raise on a CUDA error, return the values."""
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
-        raise SlimdaError(f"CUDA error {err}")
-    return values[0] if len(values) == 1 else values
+    return runtime_tensorrt.import_cudart(INSTALL_HINT, "the tensorrt device")
 
 
 def build_serialized_engine(onnx_path: str | Path, precision: str = FP16, workspace_mib: int = 1024) -> bytes:
@@ -103,48 +85,25 @@ def build_serialized_engine(onnx_path: str | Path, precision: str = FP16, worksp
 
 
 def time_engine(serialized: bytes, feed: dict, shapes: dict, opts: MeasureOptions) -> tuple[list[float], bool]:
-    """Per-run GPU times (ms) of ``execute_async_v3``, measured with CUDA events, after warm-up."""
-    import numpy as np
-
-    trt = import_tensorrt()
-    cudart = import_cudart()
-    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    engine = runtime.deserialize_cuda_engine(serialized)
-    context = engine.create_execution_context()
-    stream = _check(cudart.cudaStreamCreate())
-    buffers = []
+    """Per-run GPU times (ms) of ``execute_async_v3``, measured with CUDA events, after warm-up: the engine
+    loaded as ``slimda predict`` loads it on a device."""
+    engine = runtime_tensorrt.Engine(serialized, hint=INSTALL_HINT, who="the tensorrt device")
+    cudart, check = engine.cudart, runtime_tensorrt.cuda_check
     try:
-        for i in range(engine.num_io_tensors):
-            name = engine.get_tensor_name(i)
-            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                context.set_input_shape(name, shapes[name])
-        for i in range(engine.num_io_tensors):
-            name = engine.get_tensor_name(i)
-            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
-            shape = tuple(context.get_tensor_shape(name))
-            nbytes = int(np.prod(shape)) * dtype.itemsize
-            ptr = _check(cudart.cudaMalloc(max(nbytes, 1)))
-            buffers.append(ptr)
-            context.set_tensor_address(name, int(ptr))
-            if name in feed:
-                host = np.ascontiguousarray(feed[name].astype(dtype))
-                _check(cudart.cudaMemcpy(ptr, host.ctypes.data, nbytes,
-                                         cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
-        start, end = _check(cudart.cudaEventCreate()), _check(cudart.cudaEventCreate())
+        engine.bind(shapes)
+        engine.upload(feed)
+        start, end = check(cudart.cudaEventCreate()), check(cudart.cudaEventCreate())
 
         def run_once() -> float:
-            _check(cudart.cudaEventRecord(start, stream))
-            if not context.execute_async_v3(int(stream)):
-                raise SlimdaError("execute_async_v3 failed")
-            _check(cudart.cudaEventRecord(end, stream))
-            _check(cudart.cudaEventSynchronize(end))
-            return float(_check(cudart.cudaEventElapsedTime(start, end)))
+            check(cudart.cudaEventRecord(start, engine.stream))
+            engine.execute()
+            check(cudart.cudaEventRecord(end, engine.stream))
+            check(cudart.cudaEventSynchronize(end))
+            return float(check(cudart.cudaEventElapsedTime(start, end)))
 
         return _event_loop(run_once, opts)
     finally:
-        for ptr in buffers:
-            cudart.cudaFree(ptr)
-        cudart.cudaStreamDestroy(stream)
+        engine.close()
 
 
 def _event_loop(run_once, opts: MeasureOptions) -> tuple[list[float], bool]:

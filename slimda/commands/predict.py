@@ -6,7 +6,9 @@ import argparse
 
 DESCRIPTION = """Classify image files with a deployment written by slimda deploy, as the device runs it: the
 manifest's preprocessing applied with Pillow and NumPy, the model file checked against its SHA-256 and run by
-its runtime (ONNX Runtime for .onnx/.ort, OpenVINO for an IR). Needs no torch.
+its runtime (ONNX Runtime for .onnx/.ort, OpenVINO for an IR, TensorRT with cuda-python for an engine).
+Needs no torch: on a device, pip install 'slimda[onnxruntime]' (or [openvino]; a Jetson's JetPack brings
+TensorRT) installs this command alone.
 
 Writes one CSV row per image (file, class, probability, the top-k classes with their probabilities) to --out or
 standard output, and a summary to standard error: images/s, and per-image preprocessing and inference time

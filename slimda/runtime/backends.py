@@ -1,14 +1,14 @@
 """The runtimes a deployed artefact runs in, behind one small interface (as OpenVINO's Model API puts one
 adapter per runtime): ``run(batch [N, C, H, W] float32) -> scores [N, K]`` and the batch the model takes.
 
-ONNX Runtime runs ``.onnx`` and ``.ort`` files, OpenVINO an IR (``.xml`` + ``.bin``). A TensorRT engine is
-not run here yet: its Python bindings need CUDA buffers (cuda-python or PyCUDA), which nothing on this
-project's machines can test; ``trtexec --loadEngine`` runs one on the Jetson. A runtime that is not installed
-is a ``SlimdaError`` naming the pip package.
+ONNX Runtime runs ``.onnx`` and ``.ort`` files, OpenVINO an IR (``.xml`` + ``.bin``), TensorRT an engine
+(``slimda.runtime.tensorrt``: its Python API with cuda-python buffers). A runtime that is not installed is a
+``SlimdaError`` naming the pip package.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -67,16 +67,36 @@ class OpenVinoBackend(Backend):
         return np.asarray(self.compiled(images)[self.compiled.outputs[0]])
 
 
-def open_backend(kind: str, path: Path, threads: int | None = None, precision: str = "fp32") -> Backend:
-    """The backend for an artefact ``kind`` (the manifest's ``artifact.kind``, or from the file's suffix)."""
+class TensorRTBackend(Backend):
+    """An engine on this machine's GPU. ``built``: how the manifest says it was built (TensorRT version, host),
+    named when this TensorRT or GPU cannot load it."""
+
+    name = "tensorrt"
+
+    def __init__(self, path: Path, built: Mapping[str, object] | None = None) -> None:
+        from slimda.runtime.tensorrt import Engine
+
+        self.engine = Engine(path.read_bytes(), str(path), built)
+        if len(self.engine.inputs) != 1 or not self.engine.outputs:
+            raise SlimdaError(f"{path} has inputs {self.engine.inputs} and outputs {self.engine.outputs}: a slimda "
+                              "classifier takes one image tensor and returns scores")
+        first = self.engine.input_shape()[0]
+        self.batch = first if first > 0 else None
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        return self.engine.run({self.engine.inputs[0]: images})[self.engine.outputs[0]]
+
+
+def open_backend(kind: str, path: Path, threads: int | None = None, precision: str = "fp32",
+                 built: Mapping[str, object] | None = None) -> Backend:
+    """The backend for an artefact ``kind`` (the manifest's ``artifact.kind``, or from the file's suffix);
+    ``built``: the manifest's notes on how the artefact was built."""
     if kind in ("onnx", "ort"):
         return OnnxRuntimeBackend(path, threads)
     if kind == "openvino-ir":
         return OpenVinoBackend(path, threads, precision)
     if kind == "tensorrt-engine":
-        raise SlimdaError(f"{path} is a TensorRT engine, which slimda.runtime does not run yet: run the deployment's "
-                          "model.onnx (slimda predict DIR --model model.onnx) or time the engine with trtexec "
-                          "--loadEngine on the device")
+        return TensorRTBackend(path, built)
     raise SlimdaError(f"cannot tell which runtime runs {path} (artefact kind {kind!r})")
 
 

@@ -3,7 +3,7 @@
 The deployment folder's ``manifest.json`` says which file to load, its SHA-256 (checked before loading: a
 mismatch is corruption or tampering, and is refused), how to preprocess images (``Recipe``), the classes and
 what the output is (logits, or log-probabilities for the ``cst`` head). The runtime is picked from the
-artefact (``slimda.runtime.backends``).
+artefact (``slimda.runtime.backends``: ONNX Runtime, OpenVINO or TensorRT).
 """
 
 from __future__ import annotations
@@ -165,6 +165,7 @@ def load(path: str | Path, model: str | None = None, threads: int | None = None)
     files = [name] + ([str(Path(name).with_suffix(".bin"))] if kind == "openvino-ir" else [])
     verify(folder, manifest, files)
     precision = str(manifest.get("precision") or "fp32")
-    backend = open_backend(kind, folder / name, threads, precision)
+    built = {k: v for k, v in artifact.items() if k not in ("kind", "file")} if name == artifact["file"] else None
+    backend = open_backend(kind, folder / name, threads, precision, built)
     return Predictor(manifest, backend, folder, folder / name)
 
