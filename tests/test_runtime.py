@@ -207,6 +207,29 @@ def test_the_monitor_stays_quiet_on_the_site_and_alerts_soon_after_it_changes(de
     assert done.returncode == 2 and "--monitor needs the deploy-time estimate" in done.stderr
 
 
+def test_the_monitors_tests_have_their_textbook_values():
+    """Fisher's one-sided exact test equals the hypergeometric CDF; the χ² test merges bins that expect fewer
+    than 5 images (and equals scipy's on the merged counts); quiet windows drawn from the deploy-time images
+    alarm at no more than the tests' level."""
+    from scipy import stats
+
+    from slimda.runtime.monitor import chi2_test, fisher_lower
+
+    for k, n, k0, n0 in ((44, 50, 1002, 1024), (10, 30, 900, 1000), (0, 20, 5, 40), (20, 20, 20, 20)):
+        expected = stats.hypergeom.cdf(k, n + n0, k + k0, n)  # population, successes in it, draws
+        assert fisher_lower(k, n, k0, n0) == pytest.approx(expected, rel=1e-9)
+    shares = np.array([0.05, 0.05, 0.15, 0.25, 0.25, 0.15, 0.1])
+    observed = np.array([6, 0, 8, 12, 13, 7, 4])  # 50 images: the first two bins expect 2.5 each, merged
+    merged_obs, merged_exp = [6, 8, 12, 13, 7, 4], 50 * np.array([0.1, 0.15, 0.25, 0.25, 0.15, 0.1])
+    assert chi2_test(observed, shares) == pytest.approx(stats.chisquare(merged_obs, merged_exp).pvalue, rel=1e-9)
+    assert chi2_test(np.array([3, 1]), np.array([0.5, 0.5])) == 1.0  # 4 images: one bin left, no test
+    rng = np.random.default_rng(0)
+    deployed = rng.random(1000) < 0.98  # deploy time: 98 % of images above the threshold
+    alarms = sum(fisher_lower(int(w.sum()), 50, int(deployed.sum()), 1000) < 0.001
+                 for w in (rng.choice(deployed, 50) for _ in range(2000)))
+    assert alarms <= 4  # at most 0.2 % of 2000 windows (the level is 0.1 %)
+
+
 @pytest.mark.parametrize("deployment", [*(f"fp32/{d}" for d in DEVICES), "int8/cpu-onnxruntime"])
 def test_the_model_file_alone_carries_its_recipe(deployed, deployment, tmp_path):
     """With manifest.json deleted, the recipe in the model's own metadata (ONNX metadata_props, which the IR

@@ -49,8 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     watch = parser.add_argument_group("monitoring without labels")
     watch.add_argument("--monitor", nargs="?", const="monitor.csv", metavar="FILE",
                        help="per window of images: the label-free accuracy estimate with the deploy-time threshold, "
-                       "its band, mean confidence, the commonest class, and an alert when the estimate falls below "
-                       "the deploy-time one beyond its band or confidence is distributed unlike at deploy time; "
+                       "its band, mean confidence, the commonest class, and an alert when fewer images pass the "
+                       "threshold than at deploy time (Fisher's exact test) or confidence is distributed unlike at "
+                       "deploy time (chi-square on entropies), each at p < 0.001; "
                        "writes FILE (default monitor.csv) and says whether the site still looks like the one the "
                        "model was deployed for. Needs a deployment made with a source split")
     watch.add_argument("--window", type=int, default=200, metavar="N", help="images per window (default: 200)")
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from slimda.console import progress_bar, say
     from slimda.errors import ConfigError
     from slimda.runtime import load
-    from slimda.runtime.reports import accuracy_report, image_files, prediction_row, timing_summary
+    from slimda.runtime.reports import accuracy_report, classify, image_files, timing_summary
     from slimda.tables import print_table, write_csv_atomic
 
     if args.top_k < 1 or args.batch < 1 or (args.threads is not None and args.threads < 1):
@@ -90,19 +91,18 @@ def run(args: argparse.Namespace) -> int:
         monitor = Monitor(predictor.manifest, predictor.class_names, args.window)
     elif args.fail_on_drift:
         raise ConfigError("--fail-on-drift needs --monitor")
-    rows, failed, started = [], 0, time.perf_counter()
+    started = time.perf_counter()
     with progress_bar(len(files), "predict", "img") as bar:
-        for path, probs, error in predictor.predict(files, args.batch):
+        def on_image(path: Path, probs, error: str) -> None:
             bar.update(1)
             if probs is None:
-                failed += 1
                 say(f"skipped: {error}")
-                continue
-            rows.append(prediction_row(path, probs, predictor.class_names, args.top_k,
-                                       None if labels is None else labels[path]))
+                return
             window = monitor.add(path, probs) if monitor else None
             if window is not None and window.alert:
                 say(f"alert, window {window.index} ({window.first} .. {window.last}): {window.why}")
+
+        rows, failed = classify(predictor, files, args.batch, args.top_k, labels, on_image)
     seconds = time.perf_counter() - started
     if args.out:
         write_csv_atomic(Path(args.out), rows)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from slimda.data.decode import load_rgb_or_grey
 from slimda.data.preprocessing import shorter_side_size
@@ -24,7 +25,10 @@ KNOWN_OPS = ("decode", "resize", "center_crop", "scale", "normalize", "layout")
 
 
 class Recipe:
-    """``steps`` (the manifest's ``preprocess`` list) as a function from an image to a ``[C, H, W]`` array."""
+    """``steps`` (the manifest's ``preprocess`` list) as a function from an image to a ``[C, H, W]`` array.
+
+    The steps are read once here, not per image: on 28x28 digits the per-image Python work is a visible
+    share of the whole (benchmarks/runtime_overhead.py)."""
 
     def __init__(self, steps: Sequence[Mapping[str, Any]]) -> None:
         unknown = [s.get("op") for s in steps if s.get("op") not in KNOWN_OPS]
@@ -33,6 +37,27 @@ class Recipe:
                             f"only {', '.join(KNOWN_OPS)} (unknown: {unknown}); was it written by a newer slimda?")
         self.steps = [dict(s) for s in steps]
         self.color = str(self.steps[0].get("color", "RGB"))
+        self._size: tuple[int, int] | None = None  # resize to (H, W)
+        self._shorter: int | None = None  # or the shorter side to this
+        self._crop: tuple[int, int] | None = None
+        self._scale: np.float32 | None = None  # times 1/divide_by
+        self._norm: tuple[np.ndarray, np.ndarray] | None = None
+        self._scale_first = True  # scale before normalize (the order Preprocessing.recipe writes)
+        for step in self.steps[1:]:
+            op = step["op"]
+            if op == "resize" and "size_hw" in step:
+                self._size = (int(step["size_hw"][0]), int(step["size_hw"][1]))
+            elif op == "resize":
+                self._shorter = int(step["shorter_side"])
+            elif op == "center_crop":
+                self._crop = (int(step["size_hw"][0]), int(step["size_hw"][1]))
+            elif op == "scale":
+                # times 1/255 in float32, as torchvision scales: x / 255 differs in the last bit, which an int8
+                # model's input quantization can turn into another class
+                self._scale = np.float32(1.0 / float(step["divide_by"]))
+            elif op == "normalize":
+                self._norm = (np.asarray(step["mean"], np.float32), np.asarray(step["std"], np.float32))
+                self._scale_first = self._scale is not None
 
     @property
     def channels(self) -> int:
@@ -40,48 +65,29 @@ class Recipe:
 
     def load(self, path: str | Path) -> Any:
         """The decoded image, as training decodes it (``slimda.data.decode``; a ``DataError`` names the file)."""
-        return load_rgb_or_grey(Path(path), self.channels)
+        return load_rgb_or_grey(path if isinstance(path, Path) else Path(path), self.channels)
 
     def __call__(self, image: Any) -> np.ndarray:
-        """A path or a decoded PIL image → the model's input for it, ``[C, H, W]`` float32."""
-        from PIL import Image
-
+        """A path or a decoded PIL image → the model's input for it, ``[C, H, W]`` float32 (a transposed view:
+        stacking a batch makes it contiguous)."""
         if not isinstance(image, Image.Image):
             image = self.load(image)
         elif image.mode != self.color:
             image = image.convert(self.color)
-        array: np.ndarray | None = None
-        for step in self.steps[1:]:
-            op = step["op"]
-            if op == "resize":
-                if "size_hw" in step:
-                    h, w = (int(v) for v in step["size_hw"])
-                else:
-                    h, w = shorter_side_size(image.height, image.width, int(step["shorter_side"]))
-                if (h, w) != (image.height, image.width):
-                    image = image.resize((w, h), Image.BILINEAR)
-            elif op == "center_crop":
-                h, w = (int(v) for v in step["size_hw"])
-                top, left = int(round((image.height - h) / 2.0)), int(round((image.width - w) / 2.0))
-                image = image.crop((left, top, left + w, top + h))
-            elif op == "scale":
-                # times 1/255 in float32, as torchvision scales: x / 255 differs in the last bit, which an int8
-                # model's input quantization can turn into another class
-                array = np.asarray(image, dtype=np.float32) * np.float32(1.0 / float(step["divide_by"]))
-            elif op == "normalize":
-                array = _pixels(image, array)
-                mean = np.asarray(step["mean"], np.float32)
-                std = np.asarray(step["std"], np.float32)
-                array = (array - mean) / std
-            elif op == "layout":
-                array = _pixels(image, array)
-        array = _pixels(image, array)
-        return np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32)
-
-
-def _pixels(image: Any, array: np.ndarray | None) -> np.ndarray:
-    """The image as ``[H, W, C]`` float32 (scaled already if ``array`` holds it)."""
-    if array is None:
+        if self._size or self._shorter:
+            h, w = self._size or shorter_side_size(image.height, image.width, self._shorter)
+            if (h, w) != (image.height, image.width):
+                image = image.resize((w, h), Image.BILINEAR)
+        if self._crop:
+            h, w = self._crop
+            top, left = int(round((image.height - h) / 2.0)), int(round((image.width - w) / 2.0))
+            image = image.crop((left, top, left + w, top + h))
         array = np.asarray(image, dtype=np.float32)
-    return array[:, :, None] if array.ndim == 2 else array
-
+        if self._scale is not None and self._scale_first:
+            array = array * self._scale
+        if self._norm is not None:
+            array = (array - self._norm[0]) / self._norm[1] if array.ndim == 3 else \
+                (array - self._norm[0][0]) / self._norm[1][0]
+        if self._scale is not None and not self._scale_first:
+            array = array * self._scale
+        return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
