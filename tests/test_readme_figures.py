@@ -324,6 +324,37 @@ def accuracy_estimation_ranking() -> str:
                      f"regret {r['regret_pts_mean']:.2f}" for bank, r in spread.iterrows())
 
 
+# python benchmarks/runtime_overhead.py
+def runtime_overhead() -> str:
+    rows = pd.read_csv(RESULTS / "runtime_overhead_summary.csv")
+    ratio = {d: g["ratio_slimda_over_minimal"] for d, g in rows.groupby("dataset")}
+    decode = {d: 100 * g["minimal_decode_share"] for d, g in rows.groupby("dataset")}
+    return (f"slimda's time per image is {span(ratio['digits'], 2)} the loop's on 28² digits and "
+            f"{span(ratio['photos'], 2)} on 224² photos (target ≤ 1.1×). Decoding is {decode['digits'].min():.0f}–"
+            f"{decode['digits'].max():.0f} % of the loop's time on digits and {decode['photos'].min():.0f}–"
+            f"{decode['photos'].max():.0f} % on photos")
+
+
+# python benchmarks/runtime_overhead.py
+def runtime_monitor() -> str:
+    rows = pd.read_csv(RESULTS / "runtime_monitor.csv")
+    quiet = rows[rows["shift"] == "none"]
+    switched = rows[rows["shift"] != "none"]
+    big = switched[switched["window"] == 200]
+    assert (big["delay_windows"] == 0).all()  # what the sentence says
+    small = switched[(switched["window"] == 50) & switched["shift"].isin(["noise", "mnist"])]
+    missed = int((small["detected"] != True).sum())  # noqa: E712 - a column of True/False read from CSV
+    names = {"noise": "noisy", "mnist": "MNIST"}
+    delays = pd.to_numeric(small["delay_windows"], errors="coerce").dropna()
+    return (f"over {rows['seed'].nunique()} seeds: {int(quiet['false_alarms'].sum())} false alarms in "
+            f"{int(quiet['false_alarm_windows'].sum())} windows of the target at 50 or 200 images; at 200 images "
+            f"(the default) every switch alerted in its first window ({int(big['false_alarms'].sum())} false alarm "
+            f"in {int(big['false_alarm_windows'].sum())} windows before the switches); at 50 images the noisy and "
+            f"MNIST switches took {delays.min():.0f}–{delays.max():.0f} windows and {missed} "
+            f"{' or '.join(sorted(names[s] for s in set(small.loc[small['detected'] != True, 'shift'])))} "  # noqa: E712
+            f"stream{'s' if missed != 1 else ''} never alerted")
+
+
 FIGURES: dict[str, Callable[[], str]] = {
     "latency_noise_paired": latency_noise_paired,
     "train_regression_cost": train_regression_cost,
@@ -352,6 +383,8 @@ FIGURES: dict[str, Callable[[], str]] = {
     "accuracy_estimation": accuracy_estimation,
     "accuracy_estimation_labels": accuracy_estimation_labels,
     "accuracy_estimation_ranking": accuracy_estimation_ranking,
+    "runtime_overhead": runtime_overhead,
+    "runtime_monitor": runtime_monitor,
 }
 
 
