@@ -198,9 +198,14 @@ def analyse(name: str, data: dict[str, np.ndarray], args: argparse.Namespace) ->
     # rankings
     rng = np.random.default_rng(0)
     ensemble = pt[rng.choice(count, size=min(8, count), replace=False)].mean(0)
+    # not offered by deploy, measured to see whether anything label-free ranks the banks UPEM ranks badly: the
+    # size prior, and agreement with (EnsV-style) the mean prediction of every candidate or of the largest quarter
+    largest = pt[np.argsort(-flops)[: max(3, count // 4)]].mean(0)
     scores = {"upem": -np.array([upem(torch.from_numpy(p), torch.from_numpy(pt[anchor])) for p in pt]),
               "upem-ensemble": -np.array([upem(torch.from_numpy(p), torch.from_numpy(ensemble)) for p in pt]),
-              "estimate": values["default"], "source-val-acc": src_acc}
+              "estimate": values["default"], "source-val-acc": src_acc, "flops": flops.astype(float),
+              "agree-all": np.array([est.agreement(p, pt.mean(0)) for p in pt]),
+              "agree-largest-quarter": np.array([est.agreement(p, largest) for p in pt])}
     ranking = []
     budgets = np.quantile(flops, BUDGET_QUANTILES)
     for key, score in scores.items():
