@@ -20,6 +20,7 @@ of the two APIs that runs the engine's ONNX model (tests/fakes), never against T
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 
 import numpy as np
@@ -81,13 +82,17 @@ class Engine:
         self.cudart = import_cudart(hint, who)
         errors: list[str] = []
 
+        severity = trt.ILogger.Severity
+
         class KeepErrors(trt.ILogger):  # deserialize_cuda_engine tells why it failed only to its logger
             def __init__(self) -> None:
                 trt.ILogger.__init__(self)
 
-            def log(self, severity, msg) -> None:
-                if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
+            def log(self, level, msg) -> None:
+                if level in (severity.INTERNAL_ERROR, severity.ERROR):
                     errors.append(str(msg))
+                if level in (severity.INTERNAL_ERROR, severity.ERROR, severity.WARNING):  # as trt.Logger(WARNING)
+                    print(f"[TensorRT] {msg}", file=sys.stderr)
 
         self.logger = KeepErrors()
         self.runtime = trt.Runtime(self.logger)
