@@ -135,9 +135,11 @@ def fisher_lower(k: int, n: int, k0: int, n0: int) -> float:
     return float(min(1.0, np.exp(log_pmf).sum()))
 
 
+_lgamma = np.vectorize(math.lgamma, otypes=[float])  # log Γ elementwise, without scipy
+
+
 def _log_choose(n, k):
-    lgamma = np.vectorize(math.lgamma, otypes=[float])
-    return lgamma(np.asarray(n) + 1.0) - lgamma(np.asarray(k) + 1.0) - lgamma(np.asarray(n) - k + 1.0)
+    return _lgamma(np.asarray(n) + 1.0) - _lgamma(np.asarray(k) + 1.0) - _lgamma(np.asarray(n) - k + 1.0)
 
 
 def chi2_test(observed: np.ndarray, expected_shares: np.ndarray) -> float:

@@ -44,7 +44,7 @@ def image_files(specs: Sequence[str]) -> list[Path]:
 def prediction_row(path: Path, probs: np.ndarray, class_names: Sequence[str], top_k: int,
                    label: str | None = None) -> dict[str, object]:
     values = probs.tolist()  # Python floats: formatting NumPy scalars costs more than the 28x28 model's run
-    order = ranked(probs, values)
+    order = ranked(values)
     top = order[: min(top_k, len(values))]
     row: dict[str, object] = {"file": str(path), "class": class_names[top[0]], "probability": round(values[top[0]], 6),
                               "top_k": ";".join(f"{class_names[i]}:{values[i]:.4f}" for i in top)}
@@ -54,12 +54,12 @@ def prediction_row(path: Path, probs: np.ndarray, class_names: Sequence[str], to
     return row
 
 
-def ranked(probs: np.ndarray, values: list[float]) -> list[int]:
+def ranked(values: list[float]) -> list[int]:
     """Classes from the most to the least probable; ties keep the lower class first, as argmax does (a stable
     sort: Python's for a few classes, NumPy's for many)."""
     if len(values) <= 64:
         return sorted(range(len(values)), key=values.__getitem__, reverse=True)
-    return np.argsort(-probs, kind="stable").tolist()
+    return np.argsort(-np.asarray(values), kind="stable").tolist()
 
 
 def classify(predictor: Predictor, files: Sequence[Path], batch: int, top_k: int,
